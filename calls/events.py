@@ -1,0 +1,126 @@
+"""The one door for server events: stored with a per-user seq, published only after commit.
+
+Services add events to an :class:`Outbox` inside their transaction. ``flush`` gives each event the
+next ``seq`` of its user (the user's profile row must be locked by the caller: that lock is what
+makes seqs gapless and ordered), stores them as ``UserEvent`` rows and publishes them to the
+user's group once the transaction commits. The channel layer delivers at most once; the consumer
+re-sends unacknowledged events and replays stored ones, so publication may be lost without loss
+of the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from asgiref.sync import async_to_sync
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
+from django.db import transaction
+
+from calls.models import Profile, UserEvent
+
+log = logging.getLogger(__name__)
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+@dataclass
+class PendingEvent:
+    user_id: int
+    frame: dict
+    call_id: str = ""
+    only_device: str = ""
+    except_device: str = ""
+
+
+@dataclass
+class Outbox:
+    now: object  # datetime of the transaction
+    events: list[PendingEvent] = field(default_factory=list)
+
+    def add(self, user_id: int, frame: dict, *, call_id: str = "", only_device: str = "",
+            except_device: str = "") -> None:
+        self.events.append(PendingEvent(user_id, frame, call_id, only_device, except_device))
+
+    def flush(self, profiles: dict[int, Profile]) -> list[UserEvent]:
+        """Store the events, with seqs from the locked ``profiles``, and publish after commit."""
+        if not self.events:
+            return []
+        rows = []
+        touched: set[int] = set()
+        for pending in self.events:
+            profile = profiles[pending.user_id]
+            profile.event_seq += 1
+            touched.add(pending.user_id)
+            frame = {"type": "event", "seq": profile.event_seq, **pending.frame}
+            rows.append(UserEvent(user_id=pending.user_id, seq=profile.event_seq,
+                                  call_id=pending.call_id, frame=frame,
+                                  only_device=pending.only_device,
+                                  except_device=pending.except_device, created_at=self.now))
+        for user_id in sorted(touched):
+            profiles[user_id].save(update_fields=["event_seq"])
+        UserEvent.objects.bulk_create(rows)
+        self.events = []
+        transaction.on_commit(lambda: publish(rows))
+        return rows
+
+
+def wire_event(row: UserEvent) -> dict:
+    """What travels through the channel layer for one stored event."""
+    return {"frame": row.frame, "only": row.only_device, "except": row.except_device}
+
+
+def publish(rows: list[UserEvent]) -> None:
+    """Send stored events to their users' groups: one layer message per user."""
+    by_user: dict[int, list[dict]] = {}
+    for row in rows:
+        by_user.setdefault(row.user_id, []).append(wire_event(row))
+    for user_id, events in by_user.items():
+        send_to_group(user_group(user_id), {"type": "user.events", "events": events})
+
+
+# The event loop of the ASGI server in this process, when there is one. A thread that is not
+# running on behalf of that loop (the embedded Celery worker) must hand sends to it: the
+# in-memory channel layer's queues belong to that loop.
+_home_loop: asyncio.AbstractEventLoop | None = None
+_home_lock = threading.Lock()
+
+
+def remember_home_loop() -> None:
+    global _home_loop
+    with _home_lock:
+        _home_loop = asyncio.get_running_loop()
+
+
+# How long a thread waits for the server's loop to take a send before giving up on it.
+HOME_LOOP_SEND_TIMEOUT_S = 5
+PUBLISH_ERRORS = (OSError, TimeoutError, ChannelFull, RedisError)
+
+
+def send_to_group(group: str, message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        home = _home_loop
+        if home is not None and home.is_running() and not _inside_async_to_sync_of(home):
+            future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), home)
+            future.result(HOME_LOOP_SEND_TIMEOUT_S)
+        else:
+            async_to_sync(layer.group_send)(group, message)
+    except PUBLISH_ERRORS:  # a lost publication is recovered by re-send and replay
+        log.exception("publishing to %s failed; clients will recover it by replay", group)
+
+
+def _inside_async_to_sync_of(loop: asyncio.AbstractEventLoop) -> bool:
+    """True in a thread that sync_to_async started from ``loop`` (async_to_sync returns there)."""
+    from asgiref.sync import SyncToAsync
+
+    main_loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    return main_loop is loop

@@ -1,0 +1,72 @@
+"""Reads: presence, a device's view of its active call, events to replay, the people to call."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Q
+from django.utils import timezone
+
+from calls.models import Connection, Profile, UserEvent
+
+# A device whose heartbeat has been silent this many intervals counts as gone (crashed process).
+HEARTBEAT_MISSES_ALLOWED = 3
+# Replay on reconnect covers events at most this old: older ones concern calls long over.
+REPLAY_WINDOW_S = 600
+# At most this many events are replayed on one hello.
+REPLAY_MAX_EVENTS = 500
+
+
+def presence_cutoff(now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.DUET_HEARTBEAT_S * HEARTBEAT_MISSES_ALLOWED)
+
+
+def is_online(user_id: int, *, now: datetime | None = None) -> bool:
+    now = now or timezone.now()
+    return Connection.objects.filter(user_id=user_id, seen_at__gte=presence_cutoff(now)).exists()
+
+
+def events_after(*, user_id: int, device_id: str, after_seq: int, now: datetime | None = None,
+                 until_seq: int | None = None) -> list[dict]:
+    """This device's stored events with seq > after_seq (and <= until_seq), oldest first."""
+    now = now or timezone.now()
+    rows = UserEvent.objects.filter(
+        user_id=user_id, seq__gt=after_seq,
+        created_at__gte=now - timedelta(seconds=REPLAY_WINDOW_S),
+    ).filter(Q(only_device="") | Q(only_device=device_id)).exclude(except_device=device_id)
+    if until_seq is not None:
+        rows = rows.filter(seq__lte=until_seq)
+    return [row.frame for row in rows.order_by("seq")[:REPLAY_MAX_EVENTS]]
+
+
+def active_call_view(*, user_id: int, device_id: str) -> dict | None:
+    """The fields of this device's latest call.state event for the user's live call, or None."""
+    profile = Profile.objects.filter(user_id=user_id).only("active_call_id").first()
+    if profile is None or profile.active_call_id is None:
+        return None
+    call_id = profile.active_call.call_id
+    row = (UserEvent.objects.filter(user_id=user_id, call_id=call_id,
+                                    frame__name="call.state")
+           .filter(Q(only_device="") | Q(only_device=device_id))
+           .exclude(except_device=device_id).order_by("-seq").first())
+    if row is None:
+        return None
+    view = {key: value for key, value in row.frame.items() if key not in ("type", "name")}
+    return view
+
+
+def current_seq(user_id: int) -> int:
+    return Profile.objects.filter(user_id=user_id).values_list("event_seq", flat=True).first() or 0
+
+
+def callable_users(*, exclude_user_id: int) -> list[dict]:
+    users = (get_user_model().objects.filter(is_active=True).exclude(pk=exclude_user_id)
+             .select_related("profile").order_by("username"))
+    result = []
+    for user in users:
+        profile = getattr(user, "profile", None)
+        result.append({"id": user.pk, "username": user.get_username(),
+                       "display_name": (profile.name if profile else user.get_username())})
+    return result

@@ -1,0 +1,540 @@
+"""Call services: every change to a call goes through one of these functions.
+
+Each service runs the pure machine (calls.domain.machine) inside a transaction:
+1. lock the participants' profile rows, ordered by user id, then the call rows, ordered by id
+   (one helper, one order: two services never wait on each other in a cycle);
+2. step the machine with the call's snapshot;
+3. save the call (``update_fields``, version checked), append ``CallEvent`` rows, store the
+   events for each user (calls.events.Outbox);
+4. publish the events and schedule timers only after commit.
+
+A :class:`ServiceError` leaves the database as it was; its ``code`` is the wire error code.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from calls import media, selectors
+from calls.domain.codes import CallState, StateReason
+from calls.domain.machine import (
+    Audience, CallSnapshot, CallType, DialOutcome, EndReason, Input, InputKind, Milestone, Phase,
+    RuleViolation, SendEvent, SendState, Side, Stamp, StartRingTimer, StopRingTimer, Transition,
+    decide_dial, step,
+)
+from calls.events import Outbox
+from calls.models import CallEvent, CallSession, Connection, Profile, Room
+
+User = get_user_model()
+
+LIVE_PHASES = (Phase.ringing.value, Phase.accepted.value, Phase.connected.value)
+# Milestones stamped on the call record, per side (the first report counts).
+MILESTONE_FIELDS = {
+    Milestone.joined: "joined_at",
+    Milestone.published: "published_at",
+    Milestone.first_remote_frame: "first_frame_at",
+}
+
+
+class ServiceError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ConcurrentUpdate(ServiceError):
+    """The call row changed under a lock we held: a bug, surfaced rather than hidden."""
+
+    def __init__(self, call_id: str):
+        super().__init__("internal", f"call {call_id} changed concurrently")
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, tz=timezone.get_current_timezone())
+
+
+# ---- locking --------------------------------------------------------------------------------
+
+
+def lock_profiles(user_ids) -> dict[int, Profile]:
+    """Lock the profiles of ``user_ids`` in ascending id order, creating missing ones first."""
+    ids = sorted(set(user_ids))
+    existing = set(Profile.objects.filter(user_id__in=ids).values_list("user_id", flat=True))
+    for user_id in ids:
+        if user_id not in existing:
+            Profile.objects.get_or_create(user_id=user_id)
+    rows = (Profile.objects.select_for_update(of=("self",)).select_related("user")
+            .filter(user_id__in=ids).order_by("user_id"))
+    return {profile.user_id: profile for profile in rows}
+
+
+def lock_calls(pks) -> dict[int, CallSession]:
+    ids = sorted({pk for pk in pks if pk is not None})
+    if not ids:
+        return {}
+    rows = CallSession.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    return {call.pk: call for call in rows}
+
+
+# ---- snapshot mapping -----------------------------------------------------------------------
+
+
+def to_snapshot(call: CallSession) -> CallSnapshot:
+    return CallSnapshot(
+        phase=Phase(call.phase), call_type=CallType(call.call_type), caller_id=call.caller_id,
+        callee_id=call.callee_id, deadline_ms=to_ms(call.deadline_at),
+        caller_device=call.caller_device or None, callee_device=call.callee_device or None,
+        delivered=call.delivered_at is not None, caller_has_frame=call.caller_has_frame,
+        callee_frame_devices=frozenset(call.callee_frame_devices),
+        caller_connected=call.caller_connected, callee_connected=call.callee_connected,
+        end_reason=EndReason(call.end_reason) if call.end_reason else None,
+        ended_by=Side(call.ended_by) if call.ended_by else None)
+
+
+def _write_snapshot(call: CallSession, snap: CallSnapshot) -> set[str]:
+    values = {
+        "phase": snap.phase.value,
+        "caller_device": snap.caller_device or "",
+        "callee_device": snap.callee_device or "",
+        "caller_has_frame": snap.caller_has_frame,
+        "callee_frame_devices": sorted(snap.callee_frame_devices),
+        "caller_connected": snap.caller_connected,
+        "callee_connected": snap.callee_connected,
+        "end_reason": snap.end_reason.value if snap.end_reason else "",
+        "ended_by": snap.ended_by.value if snap.ended_by else "",
+    }
+    changed = set()
+    for name, value in values.items():
+        if getattr(call, name) != value:
+            setattr(call, name, value)
+            changed.add(name)
+    return changed
+
+
+# ---- frames ---------------------------------------------------------------------------------
+
+
+def user_summary(profile: Profile) -> dict:
+    return {"id": profile.user_id, "username": profile.user.get_username(),
+            "display_name": profile.name}
+
+
+def call_costs(call: CallSession) -> dict:
+    """Server-side timings of the call's cost nodes, in ms from the call's start."""
+    start = call.created_at
+    costs = {}
+    for name in ("delivered", "accepted", "caller_joined", "callee_joined",
+                 "caller_first_frame", "callee_first_frame", "caller_connected",
+                 "callee_connected", "connected"):
+        moment = getattr(call, f"{name}_at")
+        if moment is not None:
+            costs[name] = int((moment - start).total_seconds() * 1000)
+    if call.costs:
+        costs["client"] = call.costs
+    return costs
+
+
+def call_info(call: CallSession, profiles: dict[int, Profile], *, with_costs: bool) -> dict:
+    info = {
+        "caller": user_summary(profiles[call.caller_id]),
+        "callee": user_summary(profiles[call.callee_id]),
+        "call_type": call.call_type,
+        "channel": call.channel,
+        "extension": call.extension,
+        "room": call.room_id,
+        "active_device": call.callee_device or None,
+    }
+    if with_costs:
+        info["costs"] = call_costs(call)
+    return info
+
+
+def state_frame(call, profiles, state: CallState, reason: StateReason, text: str) -> dict:
+    return {"name": "call.state", "call_id": call.call_id, "state": state.name,
+            "state_code": int(state), "reason": reason.name, "reason_code": int(reason),
+            "event_reason": text,
+            "info": call_info(call, profiles, with_costs=state is CallState.connected)}
+
+
+def event_frame(call, event, text: str) -> dict:
+    frame = {"name": "call.event", "call_id": call.call_id, "event": event.name,
+             "event_code": int(event)}
+    if text:
+        frame["reason"] = text
+    return frame
+
+
+def _device_filter(call: CallSession, side: Side, audience: Audience) -> tuple[str, str]:
+    if side is Side.caller or not call.callee_device:
+        return "", ""
+    if audience is Audience.active:
+        return call.callee_device, ""
+    if audience is Audience.others:
+        return "", call.callee_device
+    return "", ""
+
+
+# ---- applying a transition ------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    """The CallEvent that says which input was applied."""
+
+    kind: str
+    actor_id: int | None = None
+    device_id: str = ""
+    payload: dict | None = None
+
+
+def _apply(*, call: CallSession, before: CallSnapshot | None, transition: Transition,
+           profiles: dict[int, Profile], outbox: Outbox, now: datetime, record: Record,
+           reason_text: str = "") -> None:
+    snap = transition.call
+    changed = _write_snapshot(call, snap)
+    for effect in transition.effects:
+        if isinstance(effect, Stamp) and getattr(call, f"{effect.name}_at") is None:
+            setattr(call, f"{effect.name}_at", now)
+            changed.add(f"{effect.name}_at")
+    timeline = [CallEvent(call=call, at=now, actor_id=record.actor_id, device_id=record.device_id,
+                          kind=record.kind, payload=record.payload or {})]
+    for effect in transition.effects:
+        if isinstance(effect, (SendState, SendEvent)):
+            user_id = snap.user_of(effect.side)
+            only, exclude = _device_filter(call, effect.side, effect.audience)
+            frames = []
+            if isinstance(effect, SendState):
+                frames.append(state_frame(call, profiles, effect.state, effect.reason, reason_text))
+            if effect.event is not None:
+                frames.append(event_frame(call, effect.event, reason_text))
+            for frame in frames:
+                outbox.add(user_id, frame, call_id=call.call_id, only_device=only,
+                           except_device=exclude)
+            timeline.append(CallEvent(call=call, at=now, actor_id=user_id, kind="notified",
+                                      payload=_notified_payload(effect, only, exclude)))
+        elif isinstance(effect, StartRingTimer):
+            deadline = from_ms(effect.deadline_ms)
+            transaction.on_commit(lambda cid=call.call_id, at=deadline: schedule_ring_timeout(cid, at))
+        elif isinstance(effect, StopRingTimer):
+            pass  # the timer task finds the call settled and does nothing
+    if before is not None and before.phase.is_live and not snap.phase.is_live:
+        _release(call, profiles)
+    _save(call, changed)
+    CallEvent.objects.bulk_create(timeline)
+
+
+def _notified_payload(effect, only: str, exclude: str) -> dict:
+    payload = {"side": effect.side.value, "event": effect.event.name if effect.event else None}
+    if isinstance(effect, SendState):
+        payload.update(state=effect.state.name, reason=effect.reason.name)
+    if only:
+        payload["only_device"] = only
+    if exclude:
+        payload["except_device"] = exclude
+    return payload
+
+
+def _release(call: CallSession, profiles: dict[int, Profile]) -> None:
+    for user_id in (call.caller_id, call.callee_id):
+        profile = profiles[user_id]
+        if profile.active_call_id == call.pk:
+            profile.active_call = None
+            profile.save(update_fields=["active_call"])
+
+
+def _occupy(call: CallSession, profiles: dict[int, Profile]) -> None:
+    for user_id in (call.caller_id, call.callee_id):
+        profile = profiles[user_id]
+        profile.active_call = call
+        profile.save(update_fields=["active_call"])
+
+
+def _save(call: CallSession, changed: set[str]) -> None:
+    if call.pk is None:
+        call.save()
+        return
+    if not changed:
+        return
+    updated = CallSession.objects.filter(pk=call.pk, version=call.version).update(
+        version=call.version + 1, **{name: getattr(call, name) for name in changed})
+    if updated != 1:
+        raise ConcurrentUpdate(call.call_id)
+    call.version += 1
+
+
+def schedule_ring_timeout(call_id: str, deadline: datetime) -> None:
+    from calls.tasks import ring_timeout_task
+
+    ring_timeout_task.apply_async(args=[call_id], eta=deadline)
+
+
+# ---- dialing --------------------------------------------------------------------------------
+
+
+@dataclass
+class CallStarted:
+    call: CallSession
+    outcome: DialOutcome
+    media: dict
+
+
+def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
+               extension: dict | None = None, timeout_ms: int | None = None,
+               room_id: int | None = None, now: datetime | None = None) -> CallStarted:
+    from django.conf import settings
+
+    now = now or timezone.now()
+    timeout_ms = timeout_ms or settings.DUET_RING_TIMEOUT_MS
+    if callee_id == caller.pk:
+        raise ServiceError("self_call", "you cannot call yourself")
+    if not User.objects.filter(pk=callee_id, is_active=True).exists():
+        raise ServiceError("not_found", f"no user {callee_id}")
+    if room_id is not None and not Room.objects.filter(pk=room_id).exists():
+        raise ServiceError("not_found", f"no room {room_id}")
+    with transaction.atomic():
+        profiles = lock_profiles([caller.pk, callee_id])
+        calls = lock_calls([profiles[caller.pk].active_call_id, profiles[callee_id].active_call_id])
+        caller_call = calls.get(profiles[caller.pk].active_call_id)
+        callee_call = calls.get(profiles[callee_id].active_call_id)
+        try:
+            decision = decide_dial(
+                caller_id=caller.pk, callee_id=callee_id, call_type=call_type,
+                now_ms=to_ms(now), timeout_ms=timeout_ms, caller_device=device_id,
+                caller_active=to_snapshot(caller_call) if caller_call else None,
+                callee_active=to_snapshot(callee_call) if callee_call else None,
+                callee_online=selectors.is_online(callee_id, now=now))
+        except RuleViolation as violation:
+            raise ServiceError(violation.code, violation.message) from None
+        outbox = Outbox(now)
+        if decision.outcome is DialOutcome.glare:
+            _apply(call=caller_call, before=to_snapshot(caller_call), transition=decision.existing,
+                   profiles=profiles, outbox=outbox, now=now,
+                   record=Record("accept", caller.pk, device_id, {"via": "glare"}))
+            result = caller_call
+        else:
+            if decision.outcome is DialOutcome.recall:
+                _apply(call=caller_call, before=to_snapshot(caller_call),
+                       transition=decision.existing, profiles=profiles, outbox=outbox, now=now,
+                       record=Record("recalled", caller.pk, device_id))
+            result = _create_call(decision.created, profiles=profiles, outbox=outbox, now=now,
+                                  device_id=device_id, extension=extension or {},
+                                  timeout_ms=timeout_ms, room_id=room_id,
+                                  outcome=decision.outcome)
+        outbox.flush(profiles)
+    credentials = media.credentials_for(channel=result.channel, user_id=caller.pk,
+                                        now_ms=to_ms(now))
+    return CallStarted(result, decision.outcome, credentials.media)
+
+
+def _create_call(created: Transition, *, profiles, outbox, now, device_id, extension, timeout_ms,
+                 room_id, outcome: DialOutcome) -> CallSession:
+    snap = created.call
+    call_id = secrets.token_hex(16)
+    call = CallSession(
+        call_id=call_id, caller_id=snap.caller_id, callee_id=snap.callee_id,
+        call_type=snap.call_type.value, extension=extension, room_id=room_id,
+        channel=f"duet-{call_id}", timeout_ms=timeout_ms,
+        deadline_at=now + timedelta(milliseconds=timeout_ms), created_at=now)
+    _write_snapshot(call, snap)
+    call.save()
+    if snap.phase.is_live:
+        _occupy(call, profiles)
+    _apply(call=call, before=None, transition=created, profiles=profiles, outbox=outbox, now=now,
+           record=Record("dial", snap.caller_id, device_id,
+                         {"outcome": outcome.value, "call_type": snap.call_type.value}))
+    return call
+
+
+# ---- acting on a call -----------------------------------------------------------------------
+
+
+def _participants(call_id: str) -> tuple[int, int]:
+    row = CallSession.objects.filter(call_id=call_id).values_list("caller_id", "callee_id").first()
+    if row is None:
+        raise ServiceError("not_found", f"no call {call_id}")
+    return row
+
+
+def _step_call(*, call_id: str, inp: Input, now: datetime, record: Record,
+               reason_text: str = "", check_user: int | None = None) -> CallSession:
+    participants = _participants(call_id)
+    if check_user is not None and check_user not in participants:
+        raise ServiceError("forbidden", "you are not a participant of this call")
+    with transaction.atomic():
+        profiles = lock_profiles(participants)
+        call = CallSession.objects.select_for_update().get(call_id=call_id)
+        before = to_snapshot(call)
+        try:
+            transition = step(before, inp)
+        except RuleViolation as violation:
+            raise ServiceError(violation.code, violation.message) from None
+        if transition.call == before and not transition.effects:
+            return call  # an input that no longer applies: nothing to record
+        outbox = Outbox(now)
+        _apply(call=call, before=before, transition=transition, profiles=profiles,
+               outbox=outbox, now=now, record=record, reason_text=reason_text)
+        outbox.flush(profiles)
+        return call
+
+
+def _intent(kind: InputKind, *, user, device_id: str, call_id: str, now: datetime | None,
+            reason: str = "", payload: dict | None = None, milestone: Milestone | None = None
+            ) -> CallSession:
+    now = now or timezone.now()
+    return _step_call(
+        call_id=call_id, now=now, reason_text=reason, check_user=user.pk,
+        inp=Input(kind, user_id=user.pk, device_id=device_id, milestone=milestone,
+                  now_ms=to_ms(now)),
+        record=Record(kind.value, user.pk, device_id, payload or ({"reason": reason} if reason else {})))
+
+
+def call_cancel(*, user, device_id: str, call_id: str, reason: str = "",
+                now: datetime | None = None) -> CallSession:
+    return _intent(InputKind.cancel, user=user, device_id=device_id, call_id=call_id, now=now,
+                   reason=reason)
+
+
+def call_reject(*, user, device_id: str, call_id: str, reason: str = "",
+                now: datetime | None = None) -> CallSession:
+    return _intent(InputKind.reject, user=user, device_id=device_id, call_id=call_id, now=now,
+                   reason=reason)
+
+
+def call_hangup(*, user, device_id: str, call_id: str, reason: str = "",
+                now: datetime | None = None) -> CallSession:
+    return _intent(InputKind.hangup, user=user, device_id=device_id, call_id=call_id, now=now,
+                   reason=reason)
+
+
+def call_accept(*, user, device_id: str, call_id: str, now: datetime | None = None) -> dict:
+    now = now or timezone.now()
+    call = _intent(InputKind.accept, user=user, device_id=device_id, call_id=call_id, now=now)
+    credentials = media.credentials_for(channel=call.channel, user_id=user.pk, now_ms=to_ms(now))
+    return {"channel": call.channel, "media": credentials.media}
+
+
+def call_report_media(*, user, device_id: str, call_id: str, milestone: Milestone,
+                      at_ms: int | None = None, code: str | None = None,
+                      now: datetime | None = None) -> CallSession:
+    now = now or timezone.now()
+    payload = {"milestone": milestone.value}
+    if at_ms is not None:
+        payload["at_ms"] = at_ms
+    if code:
+        payload["code"] = code
+    call = _intent(InputKind.media, user=user, device_id=device_id, call_id=call_id, now=now,
+                   milestone=milestone, payload=payload)
+    _stamp_milestone(call, user.pk, device_id, milestone, now)
+    return call
+
+
+def _stamp_milestone(call: CallSession, user_id: int, device_id: str, milestone: Milestone,
+                     now: datetime) -> None:
+    suffix = MILESTONE_FIELDS.get(milestone)
+    if suffix is None:
+        return
+    side = Side.caller if user_id == call.caller_id else Side.callee
+    name = f"{side.value}_{suffix}"
+    # The first report counts; a conditional update needs no lock and is safe to repeat.
+    CallSession.objects.filter(pk=call.pk, **{f"{name}__isnull": True}).update(**{name: now})
+
+
+def call_timeout(*, call_id: str, now: datetime | None = None) -> CallSession:
+    """The ring timer fired: end the call if it is still not connected at its deadline."""
+    now = now or timezone.now()
+    return _step_call(call_id=call_id, now=now, inp=Input(InputKind.ring_timeout, now_ms=to_ms(now)),
+                      record=Record("ring_timeout"))
+
+
+def call_mark_delivered(*, call_id: str, device_id: str, now: datetime | None = None) -> CallSession:
+    """A callee device acknowledged the incoming call: the caller gets remoteUserRecvCall."""
+    now = now or timezone.now()
+    return _step_call(call_id=call_id, now=now, inp=Input(InputKind.delivered, now_ms=to_ms(now)),
+                      record=Record("delivered", device_id=device_id))
+
+
+def call_end_by_server(*, call_id: str, staff_user=None, now: datetime | None = None) -> CallSession:
+    now = now or timezone.now()
+    return _step_call(call_id=call_id, now=now,
+                      inp=Input(InputKind.end_by_server, now_ms=to_ms(now)),
+                      record=Record("end_by_server", staff_user.pk if staff_user else None))
+
+
+def calls_sweep_overdue(*, now: datetime | None = None) -> int:
+    """End every call whose ring deadline passed while its timer task was lost. Returns the count."""
+    now = now or timezone.now()
+    overdue = list(CallSession.objects.filter(
+        phase__in=(Phase.ringing.value, Phase.accepted.value), deadline_at__lte=now,
+    ).values_list("call_id", flat=True)[:500])
+    for call_id in overdue:
+        call_timeout(call_id=call_id, now=now)
+    return len(overdue)
+
+
+# ---- media credentials and signaling --------------------------------------------------------
+
+
+def _live_call_of(user, call_id: str) -> CallSession:
+    call = CallSession.objects.filter(call_id=call_id).first()
+    if call is None:
+        raise ServiceError("not_found", f"no call {call_id}")
+    if user.pk not in (call.caller_id, call.callee_id):
+        raise ServiceError("forbidden", "you are not a participant of this call")
+    if call.phase not in LIVE_PHASES:
+        raise ServiceError("state_mismatch", "the call has ended")
+    return call
+
+
+def call_media_credentials(*, user, call_id: str, now: datetime | None = None) -> dict:
+    now = now or timezone.now()
+    call = _live_call_of(user, call_id)
+    credentials = media.credentials_for(channel=call.channel, user_id=user.pk, now_ms=to_ms(now))
+    return {"media": credentials.media}
+
+
+def call_relay_signal(*, user, device_id: str, call_id: str, payload: dict,
+                      to_device: str | None = None, now: datetime | None = None) -> None:
+    """Relay a media-negotiation payload to the other participant's device(s), as an event."""
+    now = now or timezone.now()
+    call = _live_call_of(user, call_id)
+    if user.pk == call.caller_id:
+        peer_id, default_device = call.callee_id, call.callee_device
+    else:
+        peer_id, default_device = call.caller_id, call.caller_device
+    target = to_device or default_device or ""
+    frame = {"name": "call.signal", "call_id": call.call_id, "from_device": device_id,
+             "payload": payload}
+    with transaction.atomic():
+        profiles = lock_profiles([peer_id])
+        outbox = Outbox(now)
+        outbox.add(peer_id, frame, call_id=call.call_id, only_device=target)
+        outbox.flush(profiles)
+
+
+# ---- devices --------------------------------------------------------------------------------
+
+
+def device_connect(*, user, device_id: str, channel_name: str, now: datetime | None = None) -> None:
+    now = now or timezone.now()
+    Connection.objects.update_or_create(
+        channel_name=channel_name,
+        defaults={"user": user, "device_id": device_id, "connected_at": now, "seen_at": now})
+
+
+def device_heartbeat(*, channel_name: str, now: datetime | None = None) -> None:
+    Connection.objects.filter(channel_name=channel_name).update(seen_at=now or timezone.now())
+
+
+def device_disconnect(*, channel_name: str) -> None:
+    Connection.objects.filter(channel_name=channel_name).delete()

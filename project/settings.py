@@ -1,0 +1,207 @@
+"""Settings, read from the environment with an embedded default.
+
+With no environment at all Duet runs self-contained: a SQLite file, the in-memory channel layer,
+Celery on an in-memory broker with a worker inside the web process. Setting ``DATABASE_URL`` and
+``REDIS_URL`` switches to the production topology (PostgreSQL, Redis channel layer and broker,
+separate daphne, celery worker and celery beat processes). Every setting is listed in README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("DUET_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_json(name: str, default):
+    value = os.environ.get(name)
+    return json.loads(value) if value not in (None, "") else default
+
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise RuntimeError("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get(
+    "DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get(
+    "DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "calls",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+ASGI_APPLICATION = "project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'duet.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite serialises writers; wait for the lock instead of failing, and let readers run
+    # alongside a writer (WAL) so the in-process worker and the web threads do not collide.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
+    DATABASES["default"].setdefault("TEST", {})
+    if os.environ.get("DUET_TEST_SQLITE_FILE"):
+        DATABASES["default"]["TEST"]["NAME"] = os.environ["DUET_TEST_SQLITE_FILE"]
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "frontend"]
+WHITENOISE_USE_FINDERS = DEBUG  # serve straight from frontend/ in development, no collectstatic
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "lobby"
+LOGOUT_REDIRECT_URL = "login"
+
+# ---- Redis: channel layer and Celery broker ---------------------------------------------------
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+# redis-py 8 times a socket out after 5 s by default, exactly the channel layer's blocking read:
+# an idle consumer then crashes (django/channels_redis#422). Give reads more room than that.
+REDIS_SOCKET_TIMEOUT_S = 30
+# redis-py 8 raises instead of waiting once a pool holds its default of 100 connections.
+REDIS_MAX_CONNECTIONS = env_int("DUET_REDIS_MAX_CONNECTIONS", 1000)
+
+CHANNEL_LAYER_KIND = os.environ.get("DUET_CHANNEL_LAYER", "pubsub" if REDIS_URL else "memory")
+_redis_host = {"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+               "socket_connect_timeout": 5, "max_connections": REDIS_MAX_CONNECTIONS}
+if CHANNEL_LAYER_KIND == "memory":
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+elif CHANNEL_LAYER_KIND == "pubsub":
+    CHANNEL_LAYERS = {"default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [_redis_host], "prefix": os.environ.get("DUET_LAYER_PREFIX", "duet")},
+    }}
+elif CHANNEL_LAYER_KIND == "redis":
+    CHANNEL_LAYERS = {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [_redis_host], "prefix": os.environ.get("DUET_LAYER_PREFIX", "duet"),
+                   # Over capacity the layer drops messages silently; Duet re-sends unacknowledged
+                   # events, but a roomy queue avoids needless drops under bursts.
+                   "capacity": 1000, "expiry": 60},
+    }}
+else:
+    raise RuntimeError(f"DUET_CHANNEL_LAYER must be memory, pubsub or redis, not {CHANNEL_LAYER_KIND!r}")
+
+# ---- Celery ---------------------------------------------------------------------------------
+
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "memory://")
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", None)
+CELERY_TASK_ACKS_LATE = True  # a worker that dies mid-task leaves the task to another worker
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Ring timers are at most two minutes away; redeliver unacknowledged tasks well after that.
+    "visibility_timeout": 3600,
+}
+# The sweeper ends calls whose deadline passed but whose timer task was lost (worker crash,
+# broker restart). Beat runs it; the timer task is the fast path, this is the guarantee.
+CALL_SWEEP_INTERVAL_S = env_int("DUET_CALL_SWEEP_INTERVAL_S", 5)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-overdue-calls": {"task": "calls.tasks.sweep_overdue_calls_task",
+                            "schedule": float(CALL_SWEEP_INTERVAL_S)},
+}
+# Run a Celery worker (and the sweeper) inside the web process: the embedded default, because an
+# in-memory broker is only reachable from its own process.
+DUET_EMBEDDED_WORKER = env_bool("DUET_EMBEDDED_WORKER", CELERY_BROKER_URL.startswith("memory://"))
+
+# ---- Calls ----------------------------------------------------------------------------------
+
+# CallAPI's default ring time; a call may ask for 5 s to 120 s.
+DUET_RING_TIMEOUT_MS = env_int("DUET_RING_TIMEOUT_MS", 15000)
+# WebRTC ICE servers handed to clients, e.g. '[{"urls": "stun:stun.example.org:3478"}]'.
+# Empty is right on loopback and LANs; production behind NAT needs a STUN and a TURN server.
+DUET_ICE_SERVERS = env_json("DUET_ICE_SERVERS", [])
+# Agora: when both are set, calls use the Agora Web SDK with tokens made here; otherwise WebRTC.
+AGORA_APP_ID = os.environ.get("AGORA_APP_ID", "")
+AGORA_APP_CERTIFICATE = os.environ.get("AGORA_APP_CERTIFICATE", "")
+AGORA_TOKEN_TTL_S = env_int("AGORA_TOKEN_TTL_S", 3600)
+# How long a participant whose every device dropped may take to come back.
+DUET_RECONNECT_GRACE_S = env_int("DUET_RECONNECT_GRACE_S", 20)
+# Devices refresh their presence this often; one silent for three intervals counts as gone.
+DUET_HEARTBEAT_S = env_int("DUET_HEARTBEAT_S", 15)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("DUET_LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
