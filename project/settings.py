@@ -102,8 +102,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL;",
     }
     DATABASES["default"].setdefault("TEST", {})
-    if os.environ.get("DUET_TEST_SQLITE_FILE"):
-        DATABASES["default"]["TEST"]["NAME"] = os.environ["DUET_TEST_SQLITE_FILE"]
+if os.environ.get("DUET_TEST_DB_NAME"):
+    # Tests name their own database so that parallel runs never share one (for SQLite: a file,
+    # which a live server in another thread or process can open too).
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ["DUET_TEST_DB_NAME"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -161,6 +163,7 @@ else:
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "memory://")
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", None)
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("DUET_CELERY_QUEUE", "duet")
 CELERY_TASK_ACKS_LATE = True  # a worker that dies mid-task leaves the task to another worker
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4

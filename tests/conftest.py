@@ -1,0 +1,23 @@
+import pytest
+
+from tests.support import make_user
+
+
+@pytest.fixture
+def alice(db):
+    return make_user("alice", display_name="Alice")
+
+
+@pytest.fixture
+def bob(db):
+    return make_user("bob", display_name="Bob")
+
+
+@pytest.fixture
+def carol(db):
+    return make_user("carol", display_name="Carol")
+
+
+@pytest.fixture
+def dave(db):
+    return make_user("dave", display_name="Dave")
