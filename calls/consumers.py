@@ -135,10 +135,10 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
             user=self.user, device_id=self.device_id, call_id=call_id, reason=reason)
         return {}
 
-    async def on_media(self, *, call_id, milestone, at_ms=None, code=None) -> dict:
+    async def on_media(self, *, call_id, milestone, at_ms=None, code=None, costs=None) -> dict:
         await database_sync_to_async(services.call_report_media)(
             user=self.user, device_id=self.device_id, call_id=call_id, milestone=milestone,
-            at_ms=at_ms, code=code)
+            at_ms=at_ms, code=code, costs=costs)
         return {}
 
     async def on_signal(self, *, call_id, payload, to_device=None) -> dict:

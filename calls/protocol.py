@@ -84,6 +84,21 @@ def _object(max_bytes: int | None = None) -> Validator:
     return check
 
 
+MAX_COSTS_ENTRIES = 20
+
+
+def _costs(name: str, value: Any) -> dict[str, int]:
+    """Client-measured cost nodes: {"node name": milliseconds}."""
+    if not isinstance(value, dict) or len(value) > MAX_COSTS_ENTRIES:
+        raise ValueError(f"'{name}' must be an object of at most {MAX_COSTS_ENTRIES} entries")
+    for key, ms in value.items():
+        if len(key) > MAX_ID_CHARS or isinstance(ms, bool) or not isinstance(ms, (int, float)) \
+                or not 0 <= ms <= 3_600_000:
+            raise ValueError(f"'{name}' maps names of at most {MAX_ID_CHARS} characters to "
+                             "milliseconds from 0 to 3600000")
+    return {key: int(ms) for key, ms in value.items()}
+
+
 REQUIRED, OPTIONAL = True, False
 _CALL_ID = (_string(MAX_CALL_ID_CHARS), REQUIRED)
 _REASON = (_string(MAX_REASON_CHARS, min_chars=0), OPTIONAL)
@@ -106,6 +121,7 @@ SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
         "milestone": (_choice(Milestone), REQUIRED),
         "at_ms": (_integer(0), OPTIONAL),
         "code": (_string(MAX_REASON_CHARS), OPTIONAL),
+        "costs": (_costs, OPTIONAL),
     },
     "signal": {"call_id": _CALL_ID, "payload": (_object(), REQUIRED),
                "to_device": (_string(MAX_ID_CHARS), OPTIONAL)},

@@ -200,9 +200,9 @@ class Record:
 
 def _apply(*, call: CallSession, before: CallSnapshot | None, transition: Transition,
            profiles: dict[int, Profile], outbox: Outbox, now: datetime, record: Record,
-           reason_text: str = "") -> None:
+           reason_text: str = "", changed: set[str] | None = None) -> None:
     snap = transition.call
-    changed = _write_snapshot(call, snap)
+    changed = (changed or set()) | _write_snapshot(call, snap)
     for effect in transition.effects:
         if isinstance(effect, Stamp) and getattr(call, f"{effect.name}_at") is None:
             setattr(call, f"{effect.name}_at", now)
@@ -367,7 +367,10 @@ def _participants(call_id: str) -> tuple[int, int]:
 
 
 def _step_call(*, call_id: str, inp: Input, now: datetime, record: Record,
-               reason_text: str = "", check_user: int | None = None) -> CallSession:
+               reason_text: str = "", check_user: int | None = None,
+               annotate=None) -> CallSession:
+    """Step one call under its locks. ``annotate(call, side)`` may record non-rule facts on the
+    locked row first (milestone times, client costs) and returns the names of fields it set."""
     participants = _participants(call_id)
     if check_user is not None and check_user not in participants:
         raise ServiceError("forbidden", "you are not a participant of this call")
@@ -379,21 +382,24 @@ def _step_call(*, call_id: str, inp: Input, now: datetime, record: Record,
             transition = step(before, inp)
         except RuleViolation as violation:
             raise ServiceError(violation.code, violation.message) from None
-        if transition.call == before and not transition.effects:
+        changed = set()
+        if annotate is not None:
+            changed = annotate(call, before.side_of(check_user))
+        if transition.call == before and not transition.effects and not changed:
             return call  # an input that no longer applies: nothing to record
         outbox = Outbox(now)
         _apply(call=call, before=before, transition=transition, profiles=profiles,
-               outbox=outbox, now=now, record=record, reason_text=reason_text)
+               outbox=outbox, now=now, record=record, reason_text=reason_text, changed=changed)
         outbox.flush(profiles)
         return call
 
 
 def _intent(kind: InputKind, *, user, device_id: str, call_id: str, now: datetime | None,
-            reason: str = "", payload: dict | None = None, milestone: Milestone | None = None
-            ) -> CallSession:
+            reason: str = "", payload: dict | None = None, milestone: Milestone | None = None,
+            annotate=None) -> CallSession:
     now = now or timezone.now()
     return _step_call(
-        call_id=call_id, now=now, reason_text=reason, check_user=user.pk,
+        call_id=call_id, now=now, reason_text=reason, check_user=user.pk, annotate=annotate,
         inp=Input(kind, user_id=user.pk, device_id=device_id, milestone=milestone,
                   now_ms=to_ms(now)),
         record=Record(kind.value, user.pk, device_id, payload or ({"reason": reason} if reason else {})))
@@ -426,28 +432,34 @@ def call_accept(*, user, device_id: str, call_id: str, now: datetime | None = No
 
 def call_report_media(*, user, device_id: str, call_id: str, milestone: Milestone,
                       at_ms: int | None = None, code: str | None = None,
+                      costs: dict[str, int] | None = None,
                       now: datetime | None = None) -> CallSession:
+    """A device reports a media milestone, optionally with its client-measured cost nodes."""
     now = now or timezone.now()
     payload = {"milestone": milestone.value}
     if at_ms is not None:
         payload["at_ms"] = at_ms
     if code:
         payload["code"] = code
-    call = _intent(InputKind.media, user=user, device_id=device_id, call_id=call_id, now=now,
-                   milestone=milestone, payload=payload)
-    _stamp_milestone(call, user.pk, device_id, milestone, now)
-    return call
+    if costs:
+        payload["costs"] = costs
 
+    def annotate(call: CallSession, side: Side) -> set[str]:
+        changed = set()
+        suffix = MILESTONE_FIELDS.get(milestone)
+        name = f"{side.value}_{suffix}" if suffix else None
+        if name and getattr(call, name) is None:  # the first report counts
+            setattr(call, name, now)
+            changed.add(name)
+        if costs:
+            merged = {**call.costs, side.value: {**call.costs.get(side.value, {}), **costs}}
+            if merged != call.costs:
+                call.costs = merged
+                changed.add("costs")
+        return changed
 
-def _stamp_milestone(call: CallSession, user_id: int, device_id: str, milestone: Milestone,
-                     now: datetime) -> None:
-    suffix = MILESTONE_FIELDS.get(milestone)
-    if suffix is None:
-        return
-    side = Side.caller if user_id == call.caller_id else Side.callee
-    name = f"{side.value}_{suffix}"
-    # The first report counts; a conditional update needs no lock and is safe to repeat.
-    CallSession.objects.filter(pk=call.pk, **{f"{name}__isnull": True}).update(**{name: now})
+    return _intent(InputKind.media, user=user, device_id=device_id, call_id=call_id, now=now,
+                   milestone=milestone, payload=payload, annotate=annotate)
 
 
 def call_timeout(*, call_id: str, now: datetime | None = None) -> CallSession:

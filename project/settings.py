@@ -121,7 +121,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-STATICFILES_DIRS = [BASE_DIR / "frontend"]
+STATICFILES_DIRS = [
+    BASE_DIR / "frontend",
+    # The Agora Web SDK, installed from npm by `make install`: served by us, never from a CDN.
+    ("vendor/agora-rtc-sdk-ng", BASE_DIR / "node_modules" / "agora-rtc-sdk-ng"),
+]
 WHITENOISE_USE_FINDERS = DEBUG  # serve straight from frontend/ in development, no collectstatic
 WHITENOISE_AUTOREFRESH = DEBUG
 
