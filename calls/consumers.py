@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -23,7 +24,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from calls import media, selectors, services
+from calls import devices, media, selectors, services
 from calls.events import remember_home_loop, user_group
 from calls.protocol import MAX_FRAME_BYTES, ProtocolError, parse_frame, reply_error, reply_ok
 from calls.services import ServiceError, to_ms
@@ -49,6 +50,8 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         self.unacked: dict[int, list] = {}  # seq -> [frame, due_monotonic, delay_s, first_sent]
         self.incoming_calls: dict[int, str] = {}  # seq of an incoming-call event -> call_id
         self.resend_task: asyncio.Task | None = None
+        self.watched: set[int] = set()
+        self.presence_sent: dict[int, str] = {}
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -61,7 +64,10 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         if self.device_id is not None:
             _LOCAL_CHANNELS.discard(self.channel_name)
             await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
-            await database_sync_to_async(services.device_disconnect)(channel_name=self.channel_name)
+            for user_id in self.watched:
+                await self.channel_layer.group_discard(devices.presence_group(user_id),
+                                                       self.channel_name)
+            await database_sync_to_async(devices.device_disconnect)(channel_name=self.channel_name)
 
     # ---- client frames --------------------------------------------------------------------
 
@@ -75,22 +81,34 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
             if self.device_id is not None:
                 await self.on_ack(**frame.fields)
             return
-        if self.device_id is None and frame.type != "hello":
+        if frame.type == "hello":
+            await self.send_json(await self._answer(frame.id, self.on_hello, frame.fields))
+            return
+        if self.device_id is None:
             await self.send_json(reply_error(frame.id, "hello_required", "send hello first"))
             return
-        handler = getattr(self, f"on_{frame.type}")
-        try:
-            data = await handler(**frame.fields)
-        except ServiceError as error:
-            await self.send_json(reply_error(frame.id, error.code, error.message))
-            return
-        except DatabaseError:
-            log.exception("database error on %s", frame.type)
-            await self.send_json(reply_error(frame.id, "unavailable", "try again shortly"))
-            return
-        await self.send_json(reply_ok(frame.id, data))
+        handler = FRAME_HANDLERS[frame.type]
+        context = FrameContext(self.user, self.device_id)
 
-    async def on_hello(self, *, device_id: str, last_seq: int | None = None) -> dict:
+        def handle():
+            return handler(context, **frame.fields)
+
+        await self.send_json(await self._answer(
+            frame.id, database_sync_to_async(services.client_frame_once),
+            {"user": self.user, "frame_id": frame.id, "handle": handle}, whole_reply=True))
+
+    async def _answer(self, frame_id, function, fields, *, whole_reply=False) -> dict:
+        try:
+            result = await function(**fields)
+        except ServiceError as error:
+            return reply_error(frame_id, error.code, error.message)
+        except DatabaseError:
+            log.exception("database error answering frame %s", frame_id)
+            return reply_error(frame_id, "unavailable", "the server cannot answer now; try again")
+        return result if whole_reply else reply_ok(frame_id, result)
+
+    async def on_hello(self, *, device_id: str, last_seq: int | None = None,
+                       watch: list[int] | None = None) -> dict:
         if self.device_id is not None and device_id != self.device_id:
             raise ServiceError("invalid_message", "this socket already said hello as another device")
         first_hello = self.device_id is None
@@ -99,8 +117,16 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
             _LOCAL_CHANNELS.add(self.channel_name)
             _ensure_heartbeat()
+        watched = watch if watch is not None else await database_sync_to_async(
+            selectors.default_watch_list)(user_id=self.user.pk)
+        for user_id in set(watched) - self.watched:
+            await self.channel_layer.group_add(devices.presence_group(user_id), self.channel_name)
+        for user_id in self.watched - set(watched):
+            await self.channel_layer.group_discard(devices.presence_group(user_id), self.channel_name)
+        self.watched = set(watched)
         data, replay, cursor = await database_sync_to_async(_hello)(
-            self.user, device_id, self.channel_name, last_seq)
+            self.user, device_id, self.channel_name, last_seq, watched)
+        self.presence_sent = {item["user_id"]: item["status"] for item in data["presence"]}
         if last_seq is not None:
             self.sent_seq = max(self.sent_seq, min(last_seq, cursor))
         for frame in replay:
@@ -108,57 +134,26 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         self.sent_seq = max(self.sent_seq, cursor)
         return data
 
-    async def on_call(self, *, to, call_type, extension=None, timeout_ms=None, room=None) -> dict:
-        started = await database_sync_to_async(services.call_start)(
-            caller=self.user, device_id=self.device_id, callee_id=to, call_type=call_type,
-            extension=extension, timeout_ms=timeout_ms, room_id=room)
-        data = {"call_id": started.call.call_id, "channel": started.call.channel,
-                "media": started.media, "outcome": started.outcome.value}
-        return data
-
-    async def on_cancel(self, *, call_id, reason="") -> dict:
-        await database_sync_to_async(services.call_cancel)(
-            user=self.user, device_id=self.device_id, call_id=call_id, reason=reason)
-        return {}
-
-    async def on_accept(self, *, call_id) -> dict:
-        return await database_sync_to_async(services.call_accept)(
-            user=self.user, device_id=self.device_id, call_id=call_id)
-
-    async def on_reject(self, *, call_id, reason="") -> dict:
-        await database_sync_to_async(services.call_reject)(
-            user=self.user, device_id=self.device_id, call_id=call_id, reason=reason)
-        return {}
-
-    async def on_hangup(self, *, call_id, reason="") -> dict:
-        await database_sync_to_async(services.call_hangup)(
-            user=self.user, device_id=self.device_id, call_id=call_id, reason=reason)
-        return {}
-
-    async def on_media(self, *, call_id, milestone, at_ms=None, code=None, costs=None) -> dict:
-        await database_sync_to_async(services.call_report_media)(
-            user=self.user, device_id=self.device_id, call_id=call_id, milestone=milestone,
-            at_ms=at_ms, code=code, costs=costs)
-        return {}
-
-    async def on_signal(self, *, call_id, payload, to_device=None) -> dict:
-        await database_sync_to_async(services.call_relay_signal)(
-            user=self.user, device_id=self.device_id, call_id=call_id, payload=payload,
-            to_device=to_device)
-        return {}
-
-    async def on_token(self, *, call_id) -> dict:
-        return await database_sync_to_async(services.call_media_credentials)(
-            user=self.user, call_id=call_id)
-
     async def on_ack(self, *, seq: int) -> None:
         for acked in [s for s in self.unacked if s <= seq]:
             del self.unacked[acked]
         delivered = [s for s in self.incoming_calls if s <= seq]
         for acked in delivered:
             call_id = self.incoming_calls.pop(acked)
-            await database_sync_to_async(services.call_mark_delivered)(
-                call_id=call_id, device_id=self.device_id)
+            try:
+                await database_sync_to_async(services.call_mark_delivered)(
+                    call_id=call_id, device_id=self.device_id)
+            except ServiceError:
+                pass  # the call is gone: nothing to confirm
+
+    async def presence_changed(self, message):
+        """A watched user's status changed (calls.devices.presence_publish)."""
+        user_id, status = message["user_id"], message["status"]
+        if user_id not in self.watched or self.presence_sent.get(user_id) == status:
+            return
+        self.presence_sent[user_id] = status
+        await self.send_json({"type": "event", "name": "presence", "call_id": None,
+                              "user_id": user_id, "status": status})
 
     # ---- server events --------------------------------------------------------------------
 
@@ -218,15 +213,16 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json(frame)
 
 
-def _hello(user, device_id: str, channel_name: str, last_seq: int | None):
+def _hello(user, device_id: str, channel_name: str, last_seq: int | None, watched: list[int]):
     now = timezone.now()
-    services.device_connect(user=user, device_id=device_id, channel_name=channel_name, now=now)
+    devices.device_connect(user=user, device_id=device_id, channel_name=channel_name, now=now)
     cursor = selectors.current_seq(user.pk)
     replay = []
     if last_seq is not None and last_seq < cursor:
         replay = selectors.events_after(user_id=user.pk, device_id=device_id, after_seq=last_seq,
                                         until_seq=cursor, now=now)
-    profile = user.profile if hasattr(user, "profile") else None
+    profile = getattr(user, "profile", None)
+    statuses = selectors.presence_of(watched, now=now)
     data = {
         "user": {"id": user.pk, "username": user.get_username(),
                  "display_name": profile.name if profile else user.get_username()},
@@ -235,13 +231,70 @@ def _hello(user, device_id: str, channel_name: str, last_seq: int | None):
         "config": {
             "ring_timeout_ms": settings.DUET_RING_TIMEOUT_MS,
             "heartbeat_s": settings.DUET_HEARTBEAT_S,
+            "reconnect_grace_s": settings.DUET_RECONNECT_GRACE_S,
             "max_frame_bytes": MAX_FRAME_BYTES,
             "media": media.engine_config(),
         },
         "active_call": selectors.active_call_view(user_id=user.pk, device_id=device_id),
         "seq": cursor,
+        "presence": [{"user_id": user_id, "status": statuses[user_id]} for user_id in watched],
     }
     return data, replay, cursor
+
+
+@dataclass(frozen=True)
+class FrameContext:
+    user: object
+    device_id: str
+
+
+# Frame handlers run in a worker thread inside services.client_frame_once's transaction: each
+# calls one service and returns the reply data.
+def _call(ctx, *, to, call_type, extension=None, timeout_ms=None, room=None) -> dict:
+    started = services.call_start(caller=ctx.user, device_id=ctx.device_id, callee_id=to,
+                                  call_type=call_type, extension=extension,
+                                  timeout_ms=timeout_ms, room_id=room)
+    return {"call_id": started.call.call_id, "channel": started.call.channel,
+            "media": started.media, "outcome": started.outcome.value}
+
+
+def _cancel(ctx, *, call_id, reason="") -> dict:
+    services.call_cancel(user=ctx.user, device_id=ctx.device_id, call_id=call_id, reason=reason)
+    return {}
+
+
+def _accept(ctx, *, call_id) -> dict:
+    return services.call_accept(user=ctx.user, device_id=ctx.device_id, call_id=call_id)
+
+
+def _reject(ctx, *, call_id, reason="") -> dict:
+    services.call_reject(user=ctx.user, device_id=ctx.device_id, call_id=call_id, reason=reason)
+    return {}
+
+
+def _hangup(ctx, *, call_id, reason="") -> dict:
+    services.call_hangup(user=ctx.user, device_id=ctx.device_id, call_id=call_id, reason=reason)
+    return {}
+
+
+def _media(ctx, *, call_id, milestone, at_ms=None, code=None, costs=None) -> dict:
+    services.call_report_media(user=ctx.user, device_id=ctx.device_id, call_id=call_id,
+                               milestone=milestone, at_ms=at_ms, code=code, costs=costs)
+    return {}
+
+
+def _signal(ctx, *, call_id, payload, to_device=None) -> dict:
+    services.call_relay_signal(user=ctx.user, device_id=ctx.device_id, call_id=call_id,
+                               payload=payload, to_device=to_device)
+    return {}
+
+
+def _token(ctx, *, call_id) -> dict:
+    return services.call_media_credentials(user=ctx.user, call_id=call_id)
+
+
+FRAME_HANDLERS = {"call": _call, "cancel": _cancel, "accept": _accept, "reject": _reject,
+                  "hangup": _hangup, "media": _media, "signal": _signal, "token": _token}
 
 
 # ---- presence heartbeat: one refresh per process, not one per socket ------------------------
@@ -259,16 +312,7 @@ def _ensure_heartbeat() -> None:
 async def _heartbeat_loop() -> None:
     while _LOCAL_CHANNELS:
         await asyncio.sleep(settings.DUET_HEARTBEAT_S)
-        channels = list(_LOCAL_CHANNELS)
         try:
-            await database_sync_to_async(_refresh_seen)(channels)
+            await database_sync_to_async(devices.device_heartbeat)(channel_names=list(_LOCAL_CHANNELS))
         except DatabaseError:
             log.exception("presence heartbeat failed; retrying next interval")
-
-
-def _refresh_seen(channel_names: list[str]) -> None:
-    from calls.models import Connection
-
-    now = timezone.now()
-    for start in range(0, len(channel_names), 1000):
-        Connection.objects.filter(channel_name__in=channel_names[start:start + 1000]).update(seen_at=now)

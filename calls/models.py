@@ -79,6 +79,8 @@ class CallSession(models.Model):
     callee_frame_devices = models.JSONField(default=list, blank=True)
     caller_connected = models.BooleanField(default=False)
     callee_connected = models.BooleanField(default=False)
+    caller_away = models.BooleanField(default=False, help_text="every caller device dropped")
+    callee_away = models.BooleanField(default=False, help_text="every callee device dropped")
     version = models.PositiveIntegerField(default=0)
     costs = models.JSONField(default=dict, blank=True,
                              help_text="client-measured timings of the call's cost nodes (ms)")

@@ -99,12 +99,25 @@ def _costs(name: str, value: Any) -> dict[str, int]:
     return {key: int(ms) for key, ms in value.items()}
 
 
+# How many users one device may watch the presence of.
+MAX_WATCH_IDS = 200
+
+
+def _id_list(name: str, value: Any) -> list[int]:
+    if not isinstance(value, list) or len(value) > MAX_WATCH_IDS or any(
+            isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= MAX_INT
+            for item in value):
+        raise ValueError(f"'{name}' must be a list of at most {MAX_WATCH_IDS} user ids")
+    return list(dict.fromkeys(value))
+
+
 REQUIRED, OPTIONAL = True, False
 _CALL_ID = (_string(MAX_CALL_ID_CHARS), REQUIRED)
 _REASON = (_string(MAX_REASON_CHARS, min_chars=0), OPTIONAL)
 
 SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
-    "hello": {"device_id": (_string(MAX_ID_CHARS), REQUIRED), "last_seq": (_integer(0), OPTIONAL)},
+    "hello": {"device_id": (_string(MAX_ID_CHARS), REQUIRED), "last_seq": (_integer(0), OPTIONAL),
+              "watch": (_id_list, OPTIONAL)},
     "call": {
         "to": (_integer(1), REQUIRED),
         "call_type": (_choice(CallType), REQUIRED),

@@ -70,3 +70,24 @@ def callable_users(*, exclude_user_id: int) -> list[dict]:
         result.append({"id": user.pk, "username": user.get_username(),
                        "display_name": (profile.name if profile else user.get_username())})
     return result
+
+
+# How many users one device may watch the presence of.
+MAX_WATCHED_USERS = 200
+
+
+def presence_of(user_ids: list[int], *, now: datetime | None = None) -> dict[int, str]:
+    """``online``, ``busy`` (in a live call) or ``offline`` for each user."""
+    now = now or timezone.now()
+    online = set(Connection.objects.filter(user_id__in=user_ids, seen_at__gte=presence_cutoff(now))
+                 .values_list("user_id", flat=True).distinct())
+    busy = set(Profile.objects.filter(user_id__in=user_ids, active_call__isnull=False)
+               .values_list("user_id", flat=True))
+    return {user_id: "busy" if user_id in busy else "online" if user_id in online else "offline"
+            for user_id in user_ids}
+
+
+def default_watch_list(*, user_id: int) -> list[int]:
+    """Whom a device watches when it does not say: everyone else, up to MAX_WATCHED_USERS."""
+    return list(get_user_model().objects.filter(is_active=True).exclude(pk=user_id)
+                .order_by("username").values_list("pk", flat=True)[:MAX_WATCHED_USERS])

@@ -29,7 +29,7 @@ from calls.domain.machine import (
     decide_dial, step,
 )
 from calls.events import Outbox
-from calls.models import CallEvent, CallSession, Connection, Profile, Room
+from calls.models import CallEvent, CallSession, Profile, Room
 
 User = get_user_model()
 
@@ -98,6 +98,7 @@ def to_snapshot(call: CallSession) -> CallSnapshot:
         delivered=call.delivered_at is not None, caller_has_frame=call.caller_has_frame,
         callee_frame_devices=frozenset(call.callee_frame_devices),
         caller_connected=call.caller_connected, callee_connected=call.callee_connected,
+        caller_away=call.caller_away, callee_away=call.callee_away,
         end_reason=EndReason(call.end_reason) if call.end_reason else None,
         ended_by=Side(call.ended_by) if call.ended_by else None)
 
@@ -111,6 +112,8 @@ def _write_snapshot(call: CallSession, snap: CallSnapshot) -> set[str]:
         "callee_frame_devices": sorted(snap.callee_frame_devices),
         "caller_connected": snap.caller_connected,
         "callee_connected": snap.callee_connected,
+        "caller_away": snap.caller_away,
+        "callee_away": snap.callee_away,
         "end_reason": snap.end_reason.value if snap.end_reason else "",
         "ended_by": snap.ended_by.value if snap.ended_by else "",
     }
@@ -251,6 +254,7 @@ def _release(call: CallSession, profiles: dict[int, Profile]) -> None:
         if profile.active_call_id == call.pk:
             profile.active_call = None
             profile.save(update_fields=["active_call"])
+    _announce_presence(call)
 
 
 def _occupy(call: CallSession, profiles: dict[int, Profile]) -> None:
@@ -258,6 +262,14 @@ def _occupy(call: CallSession, profiles: dict[int, Profile]) -> None:
         profile = profiles[user_id]
         profile.active_call = call
         profile.save(update_fields=["active_call"])
+    _announce_presence(call)
+
+
+def _announce_presence(call: CallSession) -> None:
+    from calls.devices import presence_publish
+
+    users = [call.caller_id, call.callee_id]
+    transaction.on_commit(lambda: presence_publish(user_ids=users))
 
 
 def _save(call: CallSession, changed: set[str]) -> None:
@@ -494,6 +506,56 @@ def calls_sweep_overdue(*, now: datetime | None = None) -> int:
     return len(overdue)
 
 
+# Replies to client frames are kept this long: the spec's idempotency window.
+CLIENT_FRAME_RETENTION_S = 600
+# Stored events older than this concern calls long over (replay covers 10 minutes).
+USER_EVENT_RETENTION_S = 86_400
+
+
+def records_prune(*, now: datetime | None = None) -> int:
+    from calls.models import ClientFrame, UserEvent
+
+    now = now or timezone.now()
+    frames, _ = ClientFrame.objects.filter(
+        created_at__lt=now - timedelta(seconds=CLIENT_FRAME_RETENTION_S)).delete()
+    events, _ = UserEvent.objects.filter(
+        created_at__lt=now - timedelta(seconds=USER_EVENT_RETENTION_S)).delete()
+    return frames + events
+
+
+def client_frame_once(*, user, frame_id: str, handle) -> dict:
+    """Answer a client frame exactly once per (user, id): ``handle()`` returns the reply data.
+
+    The reply is stored in the transaction that made the frame's effects, so a frame re-sent
+    (after a lost reply, on a new socket) gets the same reply and does nothing again.
+    """
+    from django.db import IntegrityError
+
+    from calls.models import ClientFrame
+    from calls.protocol import reply_error, reply_ok
+
+    stored = ClientFrame.objects.filter(user=user, frame_id=frame_id).values_list("reply", flat=True).first()
+    if stored is not None:
+        return stored
+    try:
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    reply = reply_ok(frame_id, handle())
+            except ServiceError as error:
+                reply = reply_error(frame_id, error.code, error.message)
+            ClientFrame.objects.create(user=user, frame_id=frame_id, reply=reply,
+                                       created_at=timezone.now())
+    except IntegrityError:
+        # The same frame, sent twice at once, was answered by the other attempt (ours rolled back).
+        stored = ClientFrame.objects.filter(user=user, frame_id=frame_id).values_list(
+            "reply", flat=True).first()
+        if stored is None:
+            raise
+        return stored
+    return reply
+
+
 # ---- media credentials and signaling --------------------------------------------------------
 
 
@@ -534,19 +596,41 @@ def call_relay_signal(*, user, device_id: str, call_id: str, payload: dict,
         outbox.flush(profiles)
 
 
-# ---- devices --------------------------------------------------------------------------------
+# ---- connection loss ------------------------------------------------------------------------
 
 
-def device_connect(*, user, device_id: str, channel_name: str, now: datetime | None = None) -> None:
+def call_peer_gone(*, call_id: str, user_id: int, now: datetime | None = None) -> CallSession:
+    """Every device of ``user_id`` dropped during the call: the peer hears remoteReconnecting and
+    the grace timer starts."""
+    from django.conf import settings
+
     now = now or timezone.now()
-    Connection.objects.update_or_create(
-        channel_name=channel_name,
-        defaults={"user": user, "device_id": device_id, "connected_at": now, "seen_at": now})
+    call = _step_side(call_id, user_id, InputKind.peer_disconnected, now, "peer_disconnected")
+    if call.phase in LIVE_PHASES:
+        deadline = now + timedelta(seconds=settings.DUET_RECONNECT_GRACE_S)
+        transaction.on_commit(lambda: schedule_connection_grace(call_id, user_id, deadline))
+    return call
 
 
-def device_heartbeat(*, channel_name: str, now: datetime | None = None) -> None:
-    Connection.objects.filter(channel_name=channel_name).update(seen_at=now or timezone.now())
+def call_peer_back(*, call_id: str, user_id: int, now: datetime | None = None) -> CallSession:
+    """A device of a user who was away came back within the grace."""
+    return _step_side(call_id, user_id, InputKind.peer_reconnected, now or timezone.now(),
+                      "peer_reconnected")
 
 
-def device_disconnect(*, channel_name: str) -> None:
-    Connection.objects.filter(channel_name=channel_name).delete()
+def call_connection_lost(*, call_id: str, user_id: int, now: datetime | None = None) -> CallSession:
+    """The grace of ``user_id`` ran out: the call ends (ignored if they came back)."""
+    return _step_side(call_id, user_id, InputKind.peer_lost, now or timezone.now(), "peer_lost")
+
+
+def _step_side(call_id: str, user_id: int, kind: InputKind, now: datetime, record_kind: str):
+    caller_id, callee_id = _participants(call_id)
+    side = Side.caller if user_id == caller_id else Side.callee
+    return _step_call(call_id=call_id, now=now, inp=Input(kind, side=side, now_ms=to_ms(now)),
+                      record=Record(record_kind, user_id))
+
+
+def schedule_connection_grace(call_id: str, user_id: int, deadline: datetime) -> None:
+    from calls.tasks import connection_grace_task
+
+    connection_grace_task.apply_async(args=[call_id, user_id], eta=deadline)

@@ -5,15 +5,24 @@ All are idempotent: the machine ignores a timer that fires late or twice.
 
 from celery import shared_task
 
-from calls import services
+from calls import devices, services
 
 
 @shared_task(acks_late=True)
 def ring_timeout_task(call_id: str) -> str:
-    call = services.call_timeout(call_id=call_id)
-    return call.phase
+    return services.call_timeout(call_id=call_id).phase
+
+
+@shared_task(acks_late=True)
+def connection_grace_task(call_id: str, user_id: int) -> str:
+    return services.call_connection_lost(call_id=call_id, user_id=user_id).phase
 
 
 @shared_task
-def sweep_overdue_calls_task() -> int:
-    return services.calls_sweep_overdue()
+def housekeeping_task() -> dict:
+    """The guarantees behind the fast paths: lost timers, crashed processes, old records."""
+    return {
+        "overdue_calls": services.calls_sweep_overdue(),
+        "stale_connections": devices.connections_sweep_stale(),
+        "pruned": services.records_prune(),
+    }

@@ -178,12 +178,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Ring timers are at most two minutes away; redeliver unacknowledged tasks well after that.
     "visibility_timeout": 3600,
 }
-# The sweeper ends calls whose deadline passed but whose timer task was lost (worker crash,
-# broker restart). Beat runs it; the timer task is the fast path, this is the guarantee.
-CALL_SWEEP_INTERVAL_S = env_int("DUET_CALL_SWEEP_INTERVAL_S", 5)
+# Housekeeping ends calls whose deadline passed but whose timer task was lost (worker crash,
+# broker restart), drops connections of crashed processes and prunes old delivery records.
+# Beat runs it; the timer tasks are the fast path, this is the guarantee.
+DUET_HOUSEKEEPING_INTERVAL_S = env_int("DUET_HOUSEKEEPING_INTERVAL_S", 5)
 CELERY_BEAT_SCHEDULE = {
-    "sweep-overdue-calls": {"task": "calls.tasks.sweep_overdue_calls_task",
-                            "schedule": float(CALL_SWEEP_INTERVAL_S)},
+    "housekeeping": {"task": "calls.tasks.housekeeping_task",
+                     "schedule": float(DUET_HOUSEKEEPING_INTERVAL_S)},
 }
 # Run a Celery worker (and the sweeper) inside the web process: the embedded default, because an
 # in-memory broker is only reachable from its own process.

@@ -54,6 +54,7 @@ class Device:
         self.events: list[dict] = []  # every event received, in order, duplicates included
         self.unread: list[dict] = []  # events not yet taken by event()/take_events()
         self.replies: dict[str, dict] = {}
+        self.presence: list[dict] = []
         self.hello_data: dict | None = None
 
     @classmethod
@@ -114,6 +115,8 @@ class Device:
         frame = await self.communicator.receive_json_from(timeout=timeout)
         if frame.get("type") == "reply":
             self.replies[frame["id"]] = frame
+        elif frame.get("type") == "event" and "seq" not in frame:
+            self.presence.append(frame)  # presence is pushed unsequenced, never acknowledged
         elif frame.get("type") == "event":
             self.events.append(frame)
             self.unread.append(frame)
@@ -139,11 +142,22 @@ class Device:
         taken, self.unread = self.unread[:count], self.unread[count:]
         return taken
 
+    async def presence_of(self, user_id: int, status: str) -> dict:
+        """Wait for a presence event saying ``user_id`` is ``status``."""
+        while True:
+            for event in self.presence:
+                if event["user_id"] == user_id and event["status"] == status:
+                    self.presence.remove(event)
+                    return event
+            await self._pump()
+
     async def assert_silent(self, timeout: float = SILENCE_S) -> None:
-        """Nothing more arrives within ``timeout`` (and nothing unread is pending)."""
+        """No sequenced event arrives within ``timeout`` (and nothing unread is pending)."""
         assert self.unread == [], self.unread
-        assert await self.communicator.receive_nothing(timeout=timeout), \
-            await self.communicator.receive_json_from()
+        if not await self.communicator.receive_nothing(timeout=timeout):
+            frame = await self._pump()
+            assert "seq" not in frame and frame.get("type") == "event", frame
+            await self.assert_silent(timeout)
 
     async def ack(self, seq: int) -> None:
         await self.communicator.send_json_to({"type": "ack", "seq": seq})

@@ -148,8 +148,13 @@ class CallSnapshot:
     callee_frame_devices: frozenset[str] = frozenset()
     caller_connected: bool = False
     callee_connected: bool = False
+    caller_away: bool = False  # every device of the caller dropped; the grace runs
+    callee_away: bool = False
     end_reason: EndReason | None = None
     ended_by: Side | None = None
+
+    def is_away(self, side: Side) -> bool:
+        return self.caller_away if side is Side.caller else self.callee_away
 
     def side_of(self, user_id: int | None) -> Side | None:
         if user_id == self.caller_id:
@@ -336,6 +341,15 @@ TABLE: dict[Phase, dict[InputKind, Rule]] = {
     },
 }
 
+# Connection-loss inputs apply only when the side is (peer_reconnected, peer_lost) or is not yet
+# (peer_disconnected) away: several devices or nodes may report the same loss, and a grace timer
+# may fire after the side came back. Value: the away flag the input requires.
+AWAY_GUARDS = {
+    InputKind.peer_disconnected: False,
+    InputKind.peer_reconnected: True,
+    InputKind.peer_lost: True,
+}
+
 # Milestones still worth recording once a call has ended (a device leaving after the hang-up).
 LATE_MILESTONES = frozenset({Milestone.left, Milestone.remote_left, Milestone.error})
 
@@ -360,6 +374,8 @@ def step(call: CallSnapshot, inp: Input) -> Transition:
         return Transition(call, (StartRingTimer(call.deadline_ms),))  # fired early: re-arm
     if inp.kind is InputKind.delivered and call.delivered:
         return Transition(call)
+    if inp.kind in AWAY_GUARDS and call.is_away(actor) is not AWAY_GUARDS[inp.kind]:
+        return Transition(call)  # already away / already back / came back before the grace ended
     if inp.kind is InputKind.media:
         call = _record_frame(call, actor, inp)
     return _apply(call, rule, actor, inp)
@@ -425,6 +441,8 @@ def _apply(call: CallSnapshot, rule: Rule, actor: Side | None, inp: Input) -> Tr
             else:
                 effects.append(SendState(side, note.state, note.reason, note.event,
                                          _audience(call, side)))
+    if inp.kind in AWAY_GUARDS:
+        call = replace(call, **{f"{actor.value}_away": inp.kind is InputKind.peer_disconnected})
     if rule.to is not None:
         call = replace(call, phase=rule.to)
     if rule.end is not None:
