@@ -379,3 +379,508 @@ def test_the_expectation_table_has_one_row_per_combination():
     rows = len(EXPECTED)
     # then
     assert rows == phases * kinds * len(SIDES) == 4 * 12 * 3
+
+
+# ---- dialing --------------------------------------------------------------------------------
+
+
+def dial(*, caller_id: int = CALLER_ID, callee_id: int = CALLEE_ID,
+         call_type: CallType = CallType.video, caller_device: str = CALLER_DEVICE,
+         caller_active: CallSnapshot | None = None, callee_active: CallSnapshot | None = None,
+         callee_online: bool = True):
+    return decide_dial(caller_id=caller_id, callee_id=callee_id, call_type=call_type,
+                       now_ms=NOW_MS, timeout_ms=TIMEOUT_MS, caller_device=caller_device,
+                       caller_active=caller_active, callee_active=callee_active,
+                       callee_online=callee_online)
+
+
+def fresh_call(call_type: CallType = CallType.video) -> CallSnapshot:
+    return CallSnapshot(phase=Phase.ringing, call_type=call_type, caller_id=CALLER_ID,
+                        callee_id=CALLEE_ID, deadline_ms=DEADLINE_MS, caller_device=CALLER_DEVICE)
+
+
+def test_new_call_rings_until_its_deadline():
+    # given / when
+    call = new_call(caller_id=CALLER_ID, callee_id=CALLEE_ID, call_type=CallType.audio,
+                    now_ms=NOW_MS, timeout_ms=TIMEOUT_MS, caller_device=CALLER_DEVICE)
+    # then
+    assert call == fresh_call(CallType.audio)
+
+
+RING_NOTES = {
+    CallType.video: (
+        SendState(CALLER, CallState.calling, R.localVideoCall, E.localVideoCall, ALL),
+        SendState(CALLEE, CallState.calling, R.remoteVideoCall, E.remoteVideoCall, ALL)),
+    CallType.audio: (
+        SendState(CALLER, CallState.calling, R.localAudioCall, E.localAudioCall, ALL),
+        SendState(CALLEE, CallState.calling, R.remoteAudioCall, E.remoteAudioCall, ALL)),
+}
+CALL_TYPES = pytest.mark.parametrize("call_type", list(CallType), ids=lambda t: t.value)
+
+
+@CALL_TYPES
+def test_dialing_a_free_online_callee_rings_both_sides(call_type):
+    # given a free caller and a free, online callee
+    # when
+    decision = dial(call_type=call_type)
+    # then
+    assert decision.outcome is DialOutcome.ring
+    assert decision.created == Transition(fresh_call(call_type),
+                                          RING_NOTES[call_type] + (StartRingTimer(DEADLINE_MS),))
+    assert decision.existing is None
+
+
+def call_between(caller_id: int, callee_id: int, phase: Phase) -> CallSnapshot:
+    return replace(SNAPSHOTS[phase], caller_id=caller_id, callee_id=callee_id)
+
+
+@pytest.mark.parametrize(("callee_active", "callee_online"), [
+    pytest.param(call_between(THIRD_ID, CALLEE_ID, Phase.ringing), True, id="callee-ringing"),
+    pytest.param(call_between(CALLEE_ID, THIRD_ID, Phase.accepted), True, id="callee-accepted"),
+    pytest.param(call_between(THIRD_ID, CALLEE_ID, Phase.connected), True,
+                 id="callee-connected"),
+    pytest.param(call_between(THIRD_ID, CALLEE_ID, Phase.connected), False,
+                 id="busy-wins-over-offline"),
+])
+def test_dialing_a_callee_in_another_call_ends_at_once_as_busy(callee_active, callee_online):
+    # given the callee is in a call with a third user
+    # when
+    decision = dial(callee_active=callee_active, callee_online=callee_online)
+    # then only the caller hears, with remoteCallBusy
+    assert decision.outcome is DialOutcome.busy
+    assert decision.created == Transition(
+        replace(fresh_call(), phase=Phase.ended, end_reason=EndReason.busy),
+        (Stamp("ended"), SendState(CALLER, P, R.remoteCallBusy, E.remoteCallBusy, ALL)))
+    assert decision.existing is None
+
+
+def test_dialing_a_callee_without_a_connected_device_ends_at_once_as_offline():
+    # given the callee is free but has no connected device
+    # when
+    decision = dial(callee_online=False)
+    # then
+    assert decision.outcome is DialOutcome.offline
+    assert decision.created == Transition(
+        replace(fresh_call(), phase=Phase.ended, end_reason=EndReason.offline),
+        (Stamp("ended"), SendState(CALLER, P, R.remoteOffline, E.remoteOffline, ALL)))
+    assert decision.existing is None
+
+
+@CALL_TYPES
+def test_dialing_the_same_callee_again_while_ringing_replaces_the_call(call_type):
+    # given the caller's call to the callee still rings (it is both users' active call)
+    # when the caller dials the same callee again
+    decision = dial(call_type=call_type, caller_active=RINGING, callee_active=RINGING)
+    # then the first call ends with cancelByCallerRecall and a new call rings
+    assert decision.outcome is DialOutcome.recall
+    assert decision.existing == Transition(
+        replace(RINGING, phase=Phase.ended, end_reason=EndReason.recalled), (
+            Stamp("ended"),
+            SendState(CALLER, P, R.cancelByCallerRecall, None, ALL),
+            SendState(CALLEE, P, R.cancelByCallerRecall, None, ALL),
+            StopRingTimer()))
+    assert decision.created == Transition(fresh_call(call_type),
+                                          RING_NOTES[call_type] + (StartRingTimer(DEADLINE_MS),))
+
+
+@pytest.mark.parametrize("delivered", [False, True], ids=["not-yet-delivered", "delivered"])
+def test_glare_accepts_the_ringing_call_instead_of_making_a_second(delivered):
+    # given the callee's side is ringing: alice calls bob
+    ringing = replace(RINGING, delivered=delivered)
+    # when bob dials alice from his phone
+    decision = dial(caller_id=CALLEE_ID, callee_id=CALLER_ID, caller_device=CALLEE_DEVICE,
+                    caller_active=ringing, callee_active=ringing)
+    # then bob's dial accepts alice's call on bob's phone; no new call is made
+    assert decision.outcome is DialOutcome.glare
+    assert decision.created is None
+    delivery = () if delivered else (Stamp("delivered"),
+                                     SendEvent(CALLER, E.remoteUserRecvCall, ALL))
+    assert decision.existing == Transition(
+        replace(ringing, phase=Phase.accepted, delivered=True, callee_device=CALLEE_DEVICE),
+        delivery + (
+            Stamp("accepted"),
+            SendState(CALLEE, CallState.connecting, R.localAccepted, E.localAccepted, ACTIVE),
+            SendState(CALLEE, P, R.answeredElsewhere, E.answeredElsewhere, OTHERS),
+            SendState(CALLER, CallState.connecting, R.remoteAccepted, E.remoteAccepted, ALL)))
+
+
+def test_dialing_yourself_is_refused():
+    # given / when
+    with pytest.raises(RuleViolation) as raised:
+        dial(callee_id=CALLER_ID)
+    # then
+    assert raised.value.code == "self_call"
+
+
+def same_call(call: CallSnapshot) -> tuple[CallSnapshot, CallSnapshot]:
+    """A call between the two dialing users is both users' active call."""
+    return call, call
+
+
+@pytest.mark.parametrize(("caller_active", "callee_active"), [
+    pytest.param(call_between(CALLER_ID, THIRD_ID, Phase.ringing), None,
+                 id="calling-someone-else"),
+    pytest.param(call_between(THIRD_ID, CALLER_ID, Phase.ringing), None,
+                 id="rung-by-someone-else"),
+    pytest.param(call_between(CALLER_ID, THIRD_ID, Phase.accepted), None,
+                 id="accepted-elsewhere"),
+    pytest.param(call_between(THIRD_ID, CALLER_ID, Phase.connected), None,
+                 id="connected-elsewhere"),
+    pytest.param(*same_call(call_between(CALLER_ID, CALLEE_ID, Phase.accepted)),
+                 id="recall-after-accept"),
+    pytest.param(*same_call(call_between(CALLER_ID, CALLEE_ID, Phase.connected)),
+                 id="recall-when-connected"),
+    pytest.param(*same_call(call_between(CALLEE_ID, CALLER_ID, Phase.accepted)),
+                 id="glare-after-accept"),
+    pytest.param(*same_call(call_between(CALLEE_ID, CALLER_ID, Phase.connected)),
+                 id="glare-when-connected"),
+])
+def test_a_caller_already_in_a_call_cannot_dial(caller_active, callee_active):
+    # given the caller's live call (and the callee's, when it is the same one)
+    # when
+    with pytest.raises(RuleViolation) as raised:
+        dial(caller_active=caller_active, callee_active=callee_active)
+    # then
+    assert raised.value.code == "state_mismatch"
+
+
+# ---- the ring timer -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", [Phase.ringing, Phase.accepted], ids=lambda p: p.value)
+@pytest.mark.parametrize("now_ms", [NOW_MS, DEADLINE_MS - 1], ids=["at-start", "1ms-early"])
+def test_a_ring_timer_firing_early_is_re_armed_for_the_deadline(phase, now_ms):
+    # given
+    call = SNAPSHOTS[phase]
+    # when
+    transition = step(call, Input(InputKind.ring_timeout, now_ms=now_ms))
+    # then nothing changes but the timer
+    assert transition == Transition(call, (StartRingTimer(DEADLINE_MS),))
+
+
+@pytest.mark.parametrize(("phase", "callee_audience"), [
+    pytest.param(Phase.ringing, ALL, id="ringing"),
+    pytest.param(Phase.accepted, ACTIVE, id="accepted"),
+])
+@pytest.mark.parametrize("now_ms", [DEADLINE_MS, DEADLINE_MS + 1, DEADLINE_MS + 60_000],
+                         ids=["at-deadline", "1ms-after", "a-minute-after"])
+def test_the_ring_timer_at_or_after_the_deadline_ends_an_unconnected_call(phase, callee_audience,
+                                                                          now_ms):
+    # given
+    call = SNAPSHOTS[phase]
+    # when
+    transition = step(call, Input(InputKind.ring_timeout, now_ms=now_ms))
+    # then
+    assert transition == Transition(
+        replace(call, phase=Phase.ended, end_reason=EndReason.timeout), (
+            Stamp("ended"),
+            SendState(CALLER, P, R.callingTimeout, E.callingTimeout, ALL),
+            SendState(CALLEE, P, R.remoteCallingTimeout, E.remoteCallingTimeout,
+                      callee_audience),
+            StopRingTimer()))
+
+
+@pytest.mark.parametrize("phase", [Phase.connected, Phase.ended], ids=lambda p: p.value)
+@pytest.mark.parametrize("now_ms", [NOW_MS, DEADLINE_MS, DEADLINE_MS + 60_000],
+                         ids=["early", "at-deadline", "late"])
+def test_a_ring_timer_that_no_longer_applies_changes_nothing(phase, now_ms):
+    # given a call already connected or ended
+    call = SNAPSHOTS[phase]
+    # when
+    transition = step(call, Input(InputKind.ring_timeout, now_ms=now_ms))
+    # then no change, no effect, no error
+    assert transition == Transition(call)
+    assert not transition.changed
+
+
+def test_a_ring_timer_firing_twice_ends_the_call_once():
+    # given the timer already ended the call
+    first = step(RINGING, Input(InputKind.ring_timeout, now_ms=DEADLINE_MS))
+    # when it fires again
+    second = step(first.call, Input(InputKind.ring_timeout, now_ms=DEADLINE_MS + 1))
+    # then
+    assert first.call.end_reason is EndReason.timeout
+    assert second == Transition(first.call)
+
+
+# ---- delivery -------------------------------------------------------------------------------
+
+
+def test_the_first_delivery_receipt_tells_the_caller_once():
+    # given
+    call = RINGING
+    # when
+    first = step(call, Input(InputKind.delivered, now_ms=NOW_MS))
+    second = step(first.call, Input(InputKind.delivered, now_ms=NOW_MS + 1))
+    # then
+    assert first == Transition(replace(call, delivered=True), (
+        Stamp("delivered"), SendEvent(CALLER, E.remoteUserRecvCall, ALL)))
+    assert second == Transition(first.call)
+
+
+def accept(call: CallSnapshot, device_id: str = CALLEE_DEVICE) -> Transition:
+    return step(call, Input(InputKind.accept, user_id=CALLEE_ID, device_id=device_id,
+                            now_ms=NOW_MS))
+
+
+ACCEPT_NOTES = (
+    Stamp("accepted"),
+    SendState(CALLEE, CallState.connecting, R.localAccepted, E.localAccepted, ACTIVE),
+    SendState(CALLEE, P, R.answeredElsewhere, E.answeredElsewhere, OTHERS),
+    SendState(CALLER, CallState.connecting, R.remoteAccepted, E.remoteAccepted, ALL),
+)
+
+
+def test_an_accept_without_a_prior_receipt_proves_the_delivery():
+    # given no callee device acknowledged the incoming call
+    call = RINGING
+    # when
+    transition = accept(call)
+    # then the caller gets remoteUserRecvCall before remoteAccepted
+    assert transition == Transition(
+        replace(call, phase=Phase.accepted, delivered=True, callee_device=CALLEE_DEVICE),
+        (Stamp("delivered"), SendEvent(CALLER, E.remoteUserRecvCall, ALL)) + ACCEPT_NOTES)
+
+
+def test_an_accept_after_a_receipt_does_not_tell_the_caller_again():
+    # given
+    call = replace(RINGING, delivered=True)
+    # when
+    transition = accept(call, OTHER_CALLEE_DEVICE)
+    # then the answering device is the active one; the other devices are told
+    assert transition == Transition(
+        replace(call, phase=Phase.accepted, callee_device=OTHER_CALLEE_DEVICE), ACCEPT_NOTES)
+
+
+def test_a_delivery_receipt_after_the_accept_changes_nothing():
+    # given
+    accepted = accept(RINGING).call
+    # when
+    transition = step(accepted, Input(InputKind.delivered, now_ms=NOW_MS))
+    # then
+    assert transition == Transition(accepted)
+
+
+# ---- first frames and the connected state ----------------------------------------------------
+
+
+def frame(call: CallSnapshot, side: Side, device_id: str) -> Transition:
+    return step(call, Input(InputKind.media, user_id=USER_OF[side], device_id=device_id,
+                            milestone=Milestone.first_remote_frame, now_ms=NOW_MS))
+
+
+def test_a_caller_frame_before_the_accept_connects_the_caller_at_the_accept():
+    # given the caller saw a remote frame while ringing
+    before = frame(RINGING, CALLER, CALLER_DEVICE)
+    # when the callee accepts
+    transition = accept(before.call)
+    # then the caller turns connected with remoteAccepted; the call is not yet connected
+    assert before == Transition(replace(RINGING, caller_has_frame=True))
+    assert transition == Transition(
+        replace(before.call, phase=Phase.accepted, delivered=True, callee_device=CALLEE_DEVICE,
+                caller_connected=True),
+        (Stamp("delivered"), SendEvent(CALLER, E.remoteUserRecvCall, ALL)) + ACCEPT_NOTES + (
+            Stamp("caller_connected"),
+            SendState(CALLER, CallState.connected, R.remoteAccepted, None, ALL)))
+
+
+def test_a_callee_frame_before_the_accept_connects_the_callee_at_the_accept():
+    # given the callee's phone saw a remote frame while ringing
+    before = frame(RINGING, CALLEE, CALLEE_DEVICE)
+    # when the callee accepts on that phone
+    transition = accept(before.call)
+    # then the callee turns connected with localAccepted
+    assert before == Transition(replace(RINGING, callee_frame_devices=frozenset({CALLEE_DEVICE})))
+    assert transition == Transition(
+        replace(before.call, phase=Phase.accepted, delivered=True, callee_device=CALLEE_DEVICE,
+                callee_connected=True),
+        (Stamp("delivered"), SendEvent(CALLER, E.remoteUserRecvCall, ALL)) + ACCEPT_NOTES + (
+            Stamp("callee_connected"),
+            SendState(CALLEE, CallState.connected, R.localAccepted, None, ACTIVE)))
+
+
+def test_frames_on_both_sides_before_the_accept_connect_the_call_at_the_accept():
+    # given both sides saw a remote frame while ringing
+    call = replace(RINGING, delivered=True, caller_has_frame=True,
+                   callee_frame_devices=frozenset({CALLEE_DEVICE}))
+    # when
+    transition = accept(call)
+    # then both sides and the record turn connected and the ring timer stops
+    assert transition == Transition(
+        replace(call, phase=Phase.connected, callee_device=CALLEE_DEVICE, caller_connected=True,
+                callee_connected=True),
+        ACCEPT_NOTES + (
+            Stamp("callee_connected"),
+            SendState(CALLEE, CallState.connected, R.localAccepted, None, ACTIVE),
+            Stamp("caller_connected"),
+            SendState(CALLER, CallState.connected, R.remoteAccepted, None, ALL),
+            Stamp("connected"),
+            StopRingTimer()))
+
+
+def test_a_frame_from_a_callee_device_that_did_not_accept_does_not_count_at_the_accept():
+    # given the callee's tablet saw a frame while ringing
+    call = replace(RINGING, delivered=True,
+                   callee_frame_devices=frozenset({OTHER_CALLEE_DEVICE}))
+    # when the callee accepts on the phone
+    transition = accept(call)
+    # then the callee is connecting, not connected
+    assert transition == Transition(
+        replace(call, phase=Phase.accepted, callee_device=CALLEE_DEVICE), ACCEPT_NOTES)
+
+
+@pytest.mark.parametrize(("side", "device_id"), [
+    pytest.param(CALLEE, OTHER_CALLEE_DEVICE, id="callee-device-that-did-not-accept"),
+    pytest.param(CALLER, OTHER_CALLER_DEVICE, id="caller-device-that-did-not-dial"),
+])
+def test_a_frame_after_the_accept_from_another_device_does_not_count(side, device_id):
+    # given
+    call = ACCEPTED
+    # when
+    transition = frame(call, side, device_id)
+    # then
+    assert transition == Transition(call)
+
+
+@pytest.mark.parametrize(("side", "device_id", "given", "changes", "audience"), [
+    pytest.param(CALLER, CALLER_DEVICE,
+                 {"callee_frame_devices": frozenset({CALLEE_DEVICE}), "callee_connected": True},
+                 {"caller_has_frame": True, "caller_connected": True}, ALL,
+                 id="caller-completes"),
+    pytest.param(CALLEE, CALLEE_DEVICE, {"caller_has_frame": True, "caller_connected": True},
+                 {"callee_frame_devices": frozenset({CALLEE_DEVICE}), "callee_connected": True},
+                 ACTIVE, id="callee-completes"),
+])
+def test_the_second_side_connecting_connects_the_call(side, device_id, given, changes, audience):
+    # given an accepted call where the other side is already connected
+    call = replace(ACCEPTED, **given)
+    # when
+    transition = frame(call, side, device_id)
+    # then
+    assert transition == Transition(replace(call, phase=Phase.connected, **changes), (
+        Stamp(f"{side.value}_connected"),
+        SendState(side, CallState.connected, R.recvRemoteFirstFrame, None, audience),
+        Stamp("connected"),
+        StopRingTimer()))
+
+
+@pytest.mark.parametrize("side", [CALLER, CALLEE], ids=lambda s: s.value)
+def test_a_repeated_first_frame_changes_nothing(side):
+    # given the side already connected on its first frame
+    once = frame(ACCEPTED, side, DEVICE_OF[side])
+    # when it reports another one
+    twice = frame(once.call, side, DEVICE_OF[side])
+    # then
+    assert twice == Transition(once.call)
+
+
+OTHER_MILESTONES = [m for m in Milestone if m is not Milestone.first_remote_frame]
+
+
+@pytest.mark.parametrize("milestone", OTHER_MILESTONES, ids=lambda m: m.value)
+@pytest.mark.parametrize("side", [CALLER, CALLEE], ids=lambda s: s.value)
+@pytest.mark.parametrize("phase", [Phase.ringing, Phase.accepted, Phase.connected],
+                         ids=lambda p: p.value)
+def test_milestones_other_than_the_first_frame_change_nothing_in_a_live_call(phase, side,
+                                                                             milestone):
+    # given
+    call = SNAPSHOTS[phase]
+    # when
+    transition = step(call, Input(InputKind.media, user_id=USER_OF[side],
+                                  device_id=DEVICE_OF[side], milestone=milestone, now_ms=NOW_MS))
+    # then
+    assert transition == Transition(call)
+
+
+def test_a_media_report_without_a_milestone_is_an_invalid_message():
+    # given / when
+    with pytest.raises(RuleViolation) as raised:
+        step(ACCEPTED, Input(InputKind.media, user_id=CALLER_ID, device_id=CALLER_DEVICE,
+                             now_ms=NOW_MS))
+    # then
+    assert raised.value.code == "invalid_message"
+
+
+# ---- after the end --------------------------------------------------------------------------
+
+LATE = {Milestone.left, Milestone.remote_left, Milestone.error}
+
+
+@pytest.mark.parametrize("milestone", sorted(LATE, key=lambda m: m.value), ids=lambda m: m.value)
+@pytest.mark.parametrize("side", [CALLER, CALLEE], ids=lambda s: s.value)
+def test_a_late_milestone_after_the_end_is_accepted_silently(side, milestone):
+    # given
+    call = ENDED
+    # when
+    transition = step(call, Input(InputKind.media, user_id=USER_OF[side],
+                                  device_id=DEVICE_OF[side], milestone=milestone, now_ms=NOW_MS))
+    # then
+    assert transition == Transition(call)
+
+
+@pytest.mark.parametrize("milestone", [m for m in Milestone if m not in LATE],
+                         ids=lambda m: m.value)
+@pytest.mark.parametrize("side", [CALLER, CALLEE], ids=lambda s: s.value)
+def test_any_other_milestone_after_the_end_is_a_state_mismatch(side, milestone):
+    # given / when
+    with pytest.raises(RuleViolation) as raised:
+        step(ENDED, Input(InputKind.media, user_id=USER_OF[side], device_id=DEVICE_OF[side],
+                          milestone=milestone, now_ms=NOW_MS))
+    # then
+    assert raised.value.code == "state_mismatch"
+
+
+@pytest.mark.parametrize("milestone", sorted(LATE, key=lambda m: m.value), ids=lambda m: m.value)
+def test_a_stranger_reporting_a_late_milestone_is_forbidden(milestone):
+    # given / when
+    with pytest.raises(RuleViolation) as raised:
+        step(ENDED, Input(InputKind.media, user_id=STRANGER_ID, device_id=STRANGER_DEVICE,
+                          milestone=milestone, now_ms=NOW_MS))
+    # then
+    assert raised.value.code == "forbidden"
+
+
+# ---- connection loss ------------------------------------------------------------------------
+
+LIVE = [Phase.ringing, Phase.accepted, Phase.connected]
+
+
+def peer(kind: InputKind, side: Side) -> Input:
+    return Input(kind, side=side, now_ms=NOW_MS)
+
+
+@pytest.mark.parametrize("side", [CALLER, CALLEE], ids=lambda s: s.value)
+@pytest.mark.parametrize("phase", LIVE, ids=lambda p: p.value)
+def test_a_second_disconnection_report_changes_nothing(phase, side):
+    # given the side is already away
+    first = step(SNAPSHOTS[phase], peer(InputKind.peer_disconnected, side))
+    # when another device or node reports the same loss
+    second = step(first.call, peer(InputKind.peer_disconnected, side))
+    # then
+    assert first.call.is_away(side)
+    assert second == Transition(first.call)
+
+
+@pytest.mark.parametrize("kind", [InputKind.peer_reconnected, InputKind.peer_lost],
+                         ids=lambda k: k.value)
+@pytest.mark.parametrize("side", [CALLER, CALLEE], ids=lambda s: s.value)
+@pytest.mark.parametrize("phase", LIVE, ids=lambda p: p.value)
+def test_a_return_or_loss_of_a_side_that_is_not_away_changes_nothing(phase, side, kind):
+    # given the side never left (or already came back)
+    call = SNAPSHOTS[phase]
+    # when
+    transition = step(call, peer(kind, side))
+    # then
+    assert transition == Transition(call)
+
+
+@pytest.mark.parametrize("side", [CALLER, CALLEE], ids=lambda s: s.value)
+def test_a_grace_timer_firing_after_the_side_came_back_changes_nothing(side):
+    # given the side dropped and came back
+    gone = step(CONNECTED, peer(InputKind.peer_disconnected, side))
+    back = step(gone.call, peer(InputKind.peer_reconnected, side))
+    # when the grace timer fires
+    late = step(back.call, peer(InputKind.peer_lost, side))
+    # then the call goes on
+    assert back.call == CONNECTED
+    assert late == Transition(CONNECTED)
