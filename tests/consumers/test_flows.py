@@ -1,0 +1,276 @@
+"""Every call flow over the socket, with the exact call.state / call.event sequence each side gets.
+
+Runs against the configured channel layer (channels_redis under `make test`).
+"""
+
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+
+from calls import services
+from calls.models import CallSession, Profile
+from tests.support import Device, summary
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CALLING_VIDEO = [("state", "calling", "localVideoCall"), ("event", "localVideoCall")]
+RINGING_VIDEO = [("state", "calling", "remoteVideoCall"), ("event", "remoteVideoCall")]
+RECEIPT = [("event", "remoteUserRecvCall")]
+
+
+@pytest.fixture
+async def opened():
+    devices = []
+
+    async def open_device(user, **options):
+        device = await Device.open(user, **options)
+        devices.append(device)
+        return device
+
+    yield open_device
+    for device in devices:
+        await device.close()
+
+
+@database_sync_to_async
+def call_row(call_id):
+    return CallSession.objects.get(call_id=call_id)
+
+
+@database_sync_to_async
+def active_call_ids(*users):
+    return [Profile.objects.get(user=user).active_call_id for user in users]
+
+
+async def ring(a, b, callee, call_type="video"):
+    """alice calls bob; both see the call ring and alice gets the delivery receipt."""
+    started = await a.ok("call", to=callee.pk, call_type=call_type)
+    assert started["outcome"] == "ring"
+    kind = "Video" if call_type == "video" else "Audio"
+    assert summary(await a.take_events(2)) == [("state", "calling", f"local{kind}Call"),
+                                              ("event", f"local{kind}Call")]
+    assert summary(await b.take_events(2)) == [("state", "calling", f"remote{kind}Call"),
+                                              ("event", f"remote{kind}Call")]
+    assert summary(await a.take_events(1)) == RECEIPT
+    return started["call_id"]
+
+
+async def connect(a, b, call_id):
+    """bob accepts; both report their first remote frame; both are connected."""
+    accepted = await b.ok("accept", call_id=call_id)
+    assert accepted["channel"] == f"duet-{call_id}"
+    assert accepted["media"] == {"engine": "webrtc", "ice_servers": []}
+    assert summary(await b.take_events(2)) == [("state", "connecting", "localAccepted"),
+                                              ("event", "localAccepted")]
+    assert summary(await a.take_events(2)) == [("state", "connecting", "remoteAccepted"),
+                                              ("event", "remoteAccepted")]
+    await a.ok("media", call_id=call_id, milestone="first_remote_frame")
+    assert summary(await a.take_events(1)) == [("state", "connected", "recvRemoteFirstFrame")]
+    await b.ok("media", call_id=call_id, milestone="first_remote_frame")
+    assert summary(await b.take_events(1)) == [("state", "connected", "recvRemoteFirstFrame")]
+
+
+@pytest.mark.parametrize("hanging_up", ["caller", "callee"])
+async def test_video_call_connects_and_either_side_hangs_up(opened, alice, bob, hanging_up):
+    a, b = await opened(alice), await opened(bob)
+    call_id = await ring(a, b, bob)
+    await connect(a, b, call_id)
+    record = await call_row(call_id)
+    assert (record.phase, record.caller_connected, record.callee_connected) == ("connected", True, True)
+
+    actor, peer = (a, b) if hanging_up == "caller" else (b, a)
+    await actor.ok("hangup", call_id=call_id, reason="bye")
+    local = await actor.take_events(2)
+    remote = await peer.take_events(2)
+    assert summary(local) == [("state", "prepared", "localHangup"), ("event", "localHangup")]
+    assert summary(remote) == [("state", "prepared", "remoteHangup"), ("event", "remoteHangup")]
+    assert remote[0]["event_reason"] == "bye"
+    record = await call_row(call_id)
+    assert (record.phase, record.end_reason, record.ended_by) == ("ended", "hangup", hanging_up)
+    assert await active_call_ids(alice, bob) == [None, None]
+    await a.assert_silent()
+    await b.assert_silent()
+
+
+async def test_connected_event_carries_info_and_costs(opened, alice, bob):
+    a, b = await opened(alice), await opened(bob)
+    call_id = await ring(a, b, bob)
+    await b.ok("media", call_id=call_id, milestone="first_remote_frame",
+               costs={"recvCall": 12, "firstFrame": 80})
+    await b.ok("accept", call_id=call_id)
+    # bob's frame came before his accept: he is connected at accept, with that reason
+    assert summary(await b.take_events(3)) == [("state", "connecting", "localAccepted"),
+                                              ("event", "localAccepted"),
+                                              ("state", "connected", "localAccepted")]
+    await a.take_events(2)
+    await a.ok("media", call_id=call_id, milestone="first_remote_frame", costs={"firstFrame": 90})
+    connected = await a.event("call.state", state="connected")
+    info = connected["info"]
+    assert info["caller"] == {"id": alice.pk, "username": "alice", "display_name": "Alice"}
+    assert info["callee"] == {"id": bob.pk, "username": "bob", "display_name": "Bob"}
+    assert (info["call_type"], info["channel"], info["active_device"]) == (
+        "video", f"duet-{call_id}", b.device_id)
+    assert info["costs"]["client"] == {"callee": {"recvCall": 12, "firstFrame": 80},
+                                       "caller": {"firstFrame": 90}}
+    assert {"delivered", "accepted", "connected"} <= set(info["costs"])
+
+
+async def test_audio_call_uses_audio_reasons(opened, alice, bob):
+    a, b = await opened(alice), await opened(bob)
+    call_id = await ring(a, b, bob, call_type="audio")
+    await connect(a, b, call_id)
+    assert (await call_row(call_id)).call_type == "audio"
+
+
+async def test_callee_rejects(opened, alice, bob):
+    a, b = await opened(alice), await opened(bob)
+    call_id = await ring(a, b, bob)
+    await b.ok("reject", call_id=call_id, reason="not now")
+    assert summary(await b.take_events(2)) == [("state", "prepared", "localRejected"),
+                                              ("event", "localRejected")]
+    remote = await a.take_events(2)
+    assert summary(remote) == [("state", "prepared", "remoteRejected"), ("event", "remoteRejected")]
+    assert remote[1]["reason"] == "not now"
+    record = await call_row(call_id)
+    assert (record.end_reason, record.ended_by) == ("rejected", "callee")
+
+
+async def test_caller_cancels(opened, alice, bob):
+    a, b = await opened(alice), await opened(bob)
+    call_id = await ring(a, b, bob)
+    await a.ok("cancel", call_id=call_id)
+    assert summary(await a.take_events(2)) == [("state", "prepared", "localCancelled"),
+                                              ("event", "localCancelled")]
+    assert summary(await b.take_events(2)) == [("state", "prepared", "remoteCancelled"),
+                                              ("event", "remoteCancelled")]
+    assert (await call_row(call_id)).end_reason == "cancelled"
+    assert await active_call_ids(alice, bob) == [None, None]
+
+
+async def test_busy_callee_ends_the_new_call_at_once(opened, alice, bob, carol):
+    a, b, c = await opened(alice), await opened(bob), await opened(carol)
+    call_id = await ring(a, b, bob)
+    await connect(a, b, call_id)
+
+    started = await c.ok("call", to=bob.pk, call_type="video")
+    assert started["outcome"] == "busy"
+    assert summary(await c.take_events(2)) == [("state", "prepared", "remoteCallBusy"),
+                                              ("event", "remoteCallBusy")]
+    busy = await call_row(started["call_id"])
+    assert (busy.phase, busy.end_reason) == ("ended", "busy")
+    assert (await call_row(call_id)).phase == "connected"
+    await a.assert_silent()
+    await b.assert_silent()
+
+
+async def test_offline_callee_ends_the_call_at_once(opened, alice, dave):
+    a = await opened(alice)
+    started = await a.ok("call", to=dave.pk, call_type="video")
+    assert started["outcome"] == "offline"
+    assert summary(await a.take_events(2)) == [("state", "prepared", "remoteOffline"),
+                                              ("event", "remoteOffline")]
+    record = await call_row(started["call_id"])
+    assert (record.phase, record.end_reason) == ("ended", "offline")
+    assert await active_call_ids(alice, dave) == [None, None]
+
+
+async def test_recall_replaces_the_ringing_call(opened, alice, bob):
+    a, b = await opened(alice), await opened(bob)
+    first = await ring(a, b, bob)
+    again = await a.ok("call", to=bob.pk, call_type="video")
+    assert again["outcome"] == "recall" and again["call_id"] != first
+    assert summary(await a.take_events(3)) == [("state", "prepared", "cancelByCallerRecall")] + CALLING_VIDEO
+    assert summary(await b.take_events(3)) == [("state", "prepared", "cancelByCallerRecall")] + RINGING_VIDEO
+    assert summary(await a.take_events(1)) == RECEIPT  # bob's device got the new call
+    assert (await call_row(first)).end_reason == "recalled"
+    assert (await call_row(again["call_id"])).phase == "ringing"
+    assert await active_call_ids(alice, bob) == [(await call_row(again["call_id"])).pk] * 2
+
+
+async def test_ring_timeout_ends_call_for_both(opened, alice, bob):
+    a, b = await opened(alice), await opened(bob)
+    call_id = await ring(a, b, bob)
+    record = await call_row(call_id)
+    # the timer task's service, at the deadline (the real worker runs it in tests/tasks)
+    await database_sync_to_async(services.call_timeout)(
+        call_id=call_id, now=record.deadline_at + timedelta(milliseconds=1))
+    assert summary(await a.take_events(2)) == [("state", "prepared", "callingTimeout"),
+                                              ("event", "callingTimeout")]
+    assert summary(await b.take_events(2)) == [("state", "prepared", "remoteCallingTimeout"),
+                                              ("event", "remoteCallingTimeout")]
+    assert (await call_row(call_id)).end_reason == "timeout"
+
+
+async def test_glare_ends_in_one_connecting_call(opened, alice, bob):
+    a, b = await opened(alice), await opened(bob)
+    call_id = await ring(a, b, bob)
+    crossed = await b.ok("call", to=alice.pk, call_type="video")
+    assert crossed == {"call_id": call_id, "channel": f"duet-{call_id}",
+                       "media": {"engine": "webrtc", "ice_servers": []}, "outcome": "glare"}
+    assert summary(await b.take_events(2)) == [("state", "connecting", "localAccepted"),
+                                              ("event", "localAccepted")]
+    assert summary(await a.take_events(2)) == [("state", "connecting", "remoteAccepted"),
+                                              ("event", "remoteAccepted")]
+    assert await database_sync_to_async(CallSession.objects.count)() == 1
+
+
+async def test_every_callee_device_rings_and_the_first_accept_wins(opened, alice, bob):
+    a = await opened(alice)
+    b1, b2 = await opened(bob), await opened(bob)
+    started = await a.ok("call", to=bob.pk, call_type="video")
+    call_id = started["call_id"]
+    assert summary(await b1.take_events(2)) == RINGING_VIDEO
+    assert summary(await b2.take_events(2)) == RINGING_VIDEO
+    await b2.ok("accept", call_id=call_id)
+    assert summary(await b2.take_events(2)) == [("state", "connecting", "localAccepted"),
+                                               ("event", "localAccepted")]
+    assert summary(await b1.take_events(2)) == [("state", "prepared", "answeredElsewhere"),
+                                               ("event", "answeredElsewhere")]
+    assert await b1.error("accept", call_id=call_id) == "state_mismatch"
+    assert (await call_row(call_id)).callee_device == b2.device_id
+    # the hang-up reaches only the device that answered
+    await a.take_events(3)
+    await a.ok("hangup", call_id=call_id)
+    assert summary(await b2.take_events(2)) == [("state", "prepared", "remoteHangup"),
+                                               ("event", "remoteHangup")]
+    await b1.assert_silent()
+
+
+async def test_a_reject_from_one_device_declines_everywhere(opened, alice, bob):
+    a = await opened(alice)
+    b1, b2 = await opened(bob), await opened(bob)
+    call_id = (await a.ok("call", to=bob.pk, call_type="video"))["call_id"]
+    await b1.take_events(2)
+    await b2.take_events(2)
+    await b1.ok("reject", call_id=call_id)
+    assert summary(await b1.take_events(2)) == [("state", "prepared", "localRejected"),
+                                               ("event", "localRejected")]
+    assert summary(await b2.take_events(2)) == [("state", "prepared", "localRejected"),
+                                               ("event", "localRejected")]
+    assert summary(await a.take_events(3)) == CALLING_VIDEO + RECEIPT  # one receipt for two devices
+    assert summary(await a.take_events(2)) == [("state", "prepared", "remoteRejected"),
+                                              ("event", "remoteRejected")]
+
+
+async def test_the_callers_other_device_follows_the_call(opened, alice, bob):
+    a1, a2 = await opened(alice), await opened(alice)
+    b = await opened(bob)
+    call_id = await ring(a1, b, bob)
+    assert summary(await a2.take_events(3)) == CALLING_VIDEO + RECEIPT
+    await connect(a1, b, call_id)
+    assert summary(await a2.take_events(3)) == [("state", "connecting", "remoteAccepted"),
+                                               ("event", "remoteAccepted"),
+                                               ("state", "connected", "recvRemoteFirstFrame")]
+
+
+async def test_signal_is_relayed_to_the_peer_device_only(opened, alice, bob, carol):
+    a, b, c = await opened(alice), await opened(bob), await opened(carol)
+    call_id = await ring(a, b, bob)
+    await b.ok("signal", call_id=call_id, payload={"sdp": "offer"})
+    relayed = await a.event("call.signal")
+    assert (relayed["from_device"], relayed["payload"]) == (b.device_id, {"sdp": "offer"})
+    await a.ok("signal", call_id=call_id, payload={"sdp": "answer"}, to_device=b.device_id)
+    assert (await b.event("call.signal"))["payload"] == {"sdp": "answer"}
+    assert await c.error("signal", call_id=call_id, payload={"x": 1}) == "forbidden"
+    await c.assert_silent()
