@@ -55,6 +55,7 @@ class Device:
         self.unread: list[dict] = []  # events not yet taken by event()/take_events()
         self.replies: dict[str, dict] = {}
         self.presence: list[dict] = []
+        self.handled_seq = 0
         self.hello_data: dict | None = None
 
     @classmethod
@@ -63,6 +64,7 @@ class Device:
         cookie = await database_sync_to_async(session_cookie)(user)
         device = cls(user, device_id or f"{user.username}-{next(cls._ids)}", cookie=cookie,
                      **options)
+        device.handled_seq = last_seq or 0
         connected, _ = await device.communicator.connect(timeout=FRAME_WAIT_S)
         assert connected
         if hello:
@@ -119,7 +121,9 @@ class Device:
             self.presence.append(frame)  # presence is pushed unsequenced, never acknowledged
         elif frame.get("type") == "event":
             self.events.append(frame)
-            self.unread.append(frame)
+            if frame["seq"] > self.handled_seq:  # a client drops seqs it already handled
+                self.handled_seq = frame["seq"]
+                self.unread.append(frame)
             if self.auto_ack:
                 await self.communicator.send_json_to({"type": "ack", "seq": frame["seq"]})
         return frame

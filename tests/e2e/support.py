@@ -1,0 +1,92 @@
+"""One person in the browser tests: a browser context of their own, signed in to the lobby."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Browser, Page, expect
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+]
+PASSWORD = "pw-duet"
+# How long a step of a call may take in the browser tests (a call event, a first frame).
+STEP_MS = 10_000
+# Frame callbacks a playing video must fire to count as decoding (the fake camera runs ~20 fps).
+FRAMES_TO_COUNT = 5
+
+VIDEO_DECODING_JS = """([selector, frames]) => new Promise((resolve) => {
+  const video = document.querySelector(selector);
+  if (!video || !video.videoWidth) { resolve(false); return; }
+  let seen = 0;
+  const count = () => { seen += 1; if (seen >= frames) resolve(true); else video.requestVideoFrameCallback(count); };
+  video.requestVideoFrameCallback(count);
+})"""
+
+COSTS_JS = """() => {
+  const costs = duet.api.getCallCosts();
+  return {start: costs.at("start"), marks: Object.fromEntries(costs.marks)};
+}"""
+
+
+class Person:
+    def __init__(self, browser: Browser, base_url: str, username: str):
+        self.username = username
+        self.base_url = base_url
+        self.context = browser.new_context(viewport={"width": 1100, "height": 720})
+        self.page: Page = self.context.new_page()
+        self.console: list[str] = []
+        self.page.on("console", lambda message: self.console.append(message.text)
+                     if message.type in ("error", "warning") else None)
+        self.page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
+
+    def sign_in(self, password: str = PASSWORD) -> None:
+        self.page.goto(f"{self.base_url}/login/")
+        self.page.fill("input[name=username]", self.username)
+        self.page.fill("input[name=password]", password)
+        self.page.click("button[type=submit]")
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        expect(self.page.locator("#app")).to_have_attribute("data-ready", "true", timeout=STEP_MS)
+
+    def close(self) -> None:
+        self.context.close()
+
+    # ---- actions -------------------------------------------------------------------------------
+
+    def person_row(self, display_name: str):
+        return self.page.locator(f'.person[data-name="{display_name}"]')
+
+    def call(self, display_name: str, call_type: str = "video") -> None:
+        self.person_row(display_name).locator(f"button[data-call-type={call_type}]").click()
+
+    def click(self, selector: str) -> None:
+        self.page.click(selector)
+
+    # ---- observations ------------------------------------------------------------------------
+
+    def expect_state(self, state: str, reason: str | None = None, timeout: int = STEP_MS) -> None:
+        app = self.page.locator("#app")
+        expect(app).to_have_attribute("data-call-state", state, timeout=timeout)
+        if reason is not None:
+            expect(app).to_have_attribute("data-call-reason", reason, timeout=timeout)
+
+    def expect_toast(self, text: str, timeout: int = STEP_MS) -> None:
+        expect(self.page.locator("#toast")).to_have_text(text, timeout=timeout)
+
+    def remote_video_decoding(self) -> bool:
+        """The revealed remote video has a size and presents frames."""
+        return self.page.evaluate(VIDEO_DECODING_JS,
+                                  ["#remote-view video:not(.pending)", FRAMES_TO_COUNT])
+
+    def remote_video_size(self) -> dict:
+        return self.page.evaluate("""() => {
+          const video = document.querySelector('#remote-view video:not(.pending)');
+          return video ? {width: video.videoWidth, height: video.videoHeight} : null;
+        }""")
+
+    def costs(self) -> dict:
+        """This device's cost nodes of the current call: {"start": epoch ms, "marks": {...}}."""
+        return self.page.evaluate(COSTS_JS)
