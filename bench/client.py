@@ -46,6 +46,7 @@ class ProtocolClient:
         self.device_id = device_id
         self.auto_ack = auto_ack
         self.events: list[dict] = []
+        self.presence: list[dict] = []
         self.replies: dict[str, dict] = {}
         self.last_seq = 0
         self._ids = itertools.count(1)
@@ -79,6 +80,8 @@ class ProtocolClient:
                 async with self._changed:
                     if message.get("type") == "reply":
                         self.replies[message["id"]] = message
+                    elif message.get("type") == "event" and "seq" not in message:
+                        self.presence.append(message)  # presence: unsequenced, not acknowledged
                     elif message.get("type") == "event":
                         self.received_at[message["seq"]] = time.perf_counter()
                         if message["seq"] > self.last_seq:

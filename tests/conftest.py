@@ -3,6 +3,12 @@ import pytest
 from tests.support import make_user
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Tests create users all the time; production-strength hashing would dominate their run."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def alice(db):
     return make_user("alice", display_name="Alice")
