@@ -122,6 +122,17 @@ class ProtocolClient:
             return None
         return await self._wait(find, timeout, f"event {name} {match}")
 
+    async def presence_of(self, user_id: int, status: str, *,
+                          timeout: float = DEFAULT_WAIT_S) -> dict:
+        """Wait for (and take) a presence event saying ``user_id`` is ``status``."""
+        def find():
+            for event in self.presence:
+                if event["user_id"] == user_id and event["status"] == status:
+                    self.presence.remove(event)
+                    return event
+            return None
+        return await self._wait(find, timeout, f"presence {user_id} {status}")
+
     async def _wait(self, find, timeout: float, what: str):
         deadline = time.monotonic() + timeout
         async with self._changed:
