@@ -19,6 +19,8 @@ import websockets
 
 # How long a wait for one reply or event may take before the client reports it missing.
 DEFAULT_WAIT_S = 10.0
+# A socket whose server died answers no close frame; do not wait long for one.
+CLOSE_TIMEOUT_S = 1.0
 
 
 def sign_in(base_url: str, username: str, password: str) -> str:
@@ -58,7 +60,7 @@ class ProtocolClient:
 
     async def connect(self, *, last_seq: int | None = None) -> dict:
         self.ws = await websockets.connect(
-            self.ws_url, origin=self.origin, max_size=2**20,
+            self.ws_url, origin=self.origin, max_size=2**20, close_timeout=CLOSE_TIMEOUT_S,
             additional_headers={"Cookie": f"sessionid={self.session_id}"})
         self._reader = asyncio.create_task(self._read())
         fields = {"device_id": self.device_id}

@@ -55,6 +55,9 @@ class CallSessionAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False  # records change only through the call services (locks, version, events)
+
     @admin.display(description="setup (ms)")
     def setup_ms(self, obj):
         return services.call_costs(obj).get("connected")

@@ -78,7 +78,8 @@ def _object(max_bytes: int | None = None) -> Validator:
     def check(name: str, value: Any) -> dict:
         if not isinstance(value, dict):
             raise ValueError(f"'{name}' must be an object")
-        if max_bytes is not None and len(json.dumps(value, separators=(",", ":"))) > max_bytes:
+        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if max_bytes is not None and len(encoded) > max_bytes:
             raise ValueError(f"'{name}' must be at most {max_bytes} bytes as JSON")
         return value
     return check
@@ -145,6 +146,11 @@ SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
 UNANSWERED = frozenset({"ack"})
 
 
+def _refuse_constant(name: str):
+    """NaN and Infinity are not JSON (and PostgreSQL's jsonb refuses them)."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_frame(text: str | bytes | None) -> Frame:
     """Parse and validate one client frame. Raises :class:`ProtocolError`."""
     if text is None:
@@ -153,7 +159,7 @@ def parse_frame(text: str | bytes | None) -> Frame:
     if len(raw) > MAX_FRAME_BYTES:
         raise ProtocolError("too_large", f"a frame may be at most {MAX_FRAME_BYTES} bytes")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("invalid_message", "the frame is not valid JSON") from None
     if not isinstance(data, dict):

@@ -10,12 +10,22 @@ from calls import devices, services
 
 @shared_task(acks_late=True)
 def ring_timeout_task(call_id: str) -> str:
-    return services.call_timeout(call_id=call_id).phase
+    try:
+        return services.call_timeout(call_id=call_id).phase
+    except services.ServiceError as error:
+        if error.code != "not_found":
+            raise
+        return "gone"  # the call was deleted: nothing left to time out
 
 
 @shared_task(acks_late=True)
 def connection_grace_task(call_id: str, user_id: int) -> str:
-    return services.call_connection_lost(call_id=call_id, user_id=user_id).phase
+    try:
+        return services.call_connection_lost(call_id=call_id, user_id=user_id).phase
+    except services.ServiceError as error:
+        if error.code != "not_found":
+            raise
+        return "gone"
 
 
 @shared_task

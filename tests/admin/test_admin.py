@@ -473,8 +473,6 @@ def test_the_detail_page_has_no_editable_field(staff_client, finished_call):
     ] + [f"events-{row}-{name}" for row in range(16) for name in ("id", "call")]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: CallSessionAdmin keeps change permission, so the "
-                                       "read-only page offers Save and a POST re-saves the row")
 def test_the_detail_page_refuses_a_save(staff_client, finished_call):
     # given
     before = CallSession.objects.values().get(pk=finished_call.pk)

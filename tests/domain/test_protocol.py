@@ -422,7 +422,6 @@ def test_an_ack_with_a_bad_seq_and_no_id_is_an_invalid_message_without_id():
 # ---- numbers that JSON does not have --------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="bug: parse_frame accepts NaN/Infinity, which are not JSON")
 @pytest.mark.parametrize("raw", [
     pytest.param('{"id": "f1", "type": "call", "to": 2, "call_type": "video", '
                  '"extension": {"score": NaN}}', id="extension-NaN"),
