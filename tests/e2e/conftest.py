@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -123,20 +124,33 @@ def browser():
 _next_set = iter(range(1, USER_SETS + 1))
 
 
+@dataclass(frozen=True)
+class User:
+    username: str
+    name: str  # display name, as the lobby shows it
+
+
+@dataclass(frozen=True)
+class Users:
+    alice: User
+    bob: User
+    carol: User
+
+
 @pytest.fixture
-def users():
-    """Usernames of a fresh alice, bob and carol for this test."""
+def users() -> Users:
+    """A fresh alice, bob and carol for this test (alice7, "Alice 7", ...)."""
     n = next(_next_set)
-    return {name: f"{name}{n}" for name in ("alice", "bob", "carol")}
+    return Users(*(User(f"{name}{n}", f"{name.title()} {n}") for name in ("alice", "bob", "carol")))
 
 
 @pytest.fixture
 def open_person(server, browser):
-    """Sign someone in, in a browser context of their own: open_person("alice3")."""
+    """Sign someone in, in a browser context of their own: open_person(users.alice)."""
     opened: list[Person] = []
 
-    def open_one(username: str, *, password: str = PASSWORD) -> Person:
-        person = Person(browser, server.base_url, username)
+    def open_one(user: User, *, password: str = PASSWORD) -> Person:
+        person = Person(browser, server.base_url, user.username)
         opened.append(person)
         person.sign_in(password)
         return person

@@ -59,11 +59,21 @@ class Person:
     def person_row(self, display_name: str):
         return self.page.locator(f'.person[data-name="{display_name}"]')
 
-    def call(self, display_name: str, call_type: str = "video") -> None:
-        self.person_row(display_name).locator(f"button[data-call-type={call_type}]").click()
+    def call(self, user, call_type: str = "video") -> None:
+        self.person_row(user.name).locator(f"button[data-call-type={call_type}]").click()
 
     def click(self, selector: str) -> None:
         self.page.click(selector)
+
+    def wait_for_first_remote_frame(self) -> None:
+        """Media negotiated while ringing: this device decoded the other side's first frame and
+        the server has its report (no request of this device is waiting for a reply)."""
+        self.page.wait_for_function(
+            "duet.api.getCallCosts().has('recvFirstFrame') && duet.api.socket.pending.size === 0",
+            timeout=STEP_MS)
+
+    def peer_connection_count(self) -> int:
+        return self.page.evaluate("duet.api.getMediaEngine().peerConnections().length")
 
     # ---- observations ------------------------------------------------------------------------
 
@@ -78,8 +88,11 @@ class Person:
 
     def remote_video_decoding(self) -> bool:
         """The revealed remote video has a size and presents frames."""
-        return self.page.evaluate(VIDEO_DECODING_JS,
-                                  ["#remote-view video:not(.pending)", FRAMES_TO_COUNT])
+        selector = "#remote-view video:not(.pending)"
+        self.page.wait_for_function(
+            "(selector) => (document.querySelector(selector)?.videoWidth ?? 0) > 0", arg=selector,
+            timeout=STEP_MS)
+        return self.page.evaluate(VIDEO_DECODING_JS, [selector, FRAMES_TO_COUNT])
 
     def remote_video_size(self) -> dict:
         return self.page.evaluate("""() => {

@@ -1,0 +1,412 @@
+/**
+ * The WebRTC media engine: one RTCPeerConnection per remote device, negotiated through `signal`.
+ *
+ * Fast first frame (CallAPI section 7) the WebRTC way:
+ * - the caller captures at `call()`; each callee device that may join captures when it rings and
+ *   sends an offer to the caller; the caller answers every offering device (it cannot know which
+ *   one will be answered on) and, once the server names the accepting device, closes the others;
+ * - remote video plays into an element kept transparent (still rendered, so frames are decoded
+ *   and presented) and is revealed at `connected`; remote audio plays muted until `connected`.
+ *
+ * Signal payloads (the server relays them untouched):
+ *   {kind: "offer" | "answer", session, sdp}   a description; `session` names one connection
+ *   {kind: "candidates", session, candidates}   ICE candidates found after the description
+ *   {kind: "restart"}                           caller to callee: "I lost my connection, offer
+ *                                               again" (a reloaded caller page)
+ * The callee is always the offerer. An offer with a new session from a device replaces the
+ * connection with that device (a reloaded callee page), so either side can rebuild mid-call.
+ */
+
+import { Emitter, MediaEngineEvent as Ev } from "./emitter.js";
+import { onFirstAudio, onFirstVideoFrame } from "./first-frame.js";
+
+// A description is sent with the first candidates in it: once gathering completes, or
+// ICE_SETTLE_MS after the first candidate (its siblings on other interfaces come within a few ms),
+// or after ICE_GATHER_WAIT_MS at most. Host UDP candidates come within ~30 ms, host TCP ones only
+// after ~130 ms: waiting for completion would cost a tenth of a second per description.
+export const ICE_GATHER_WAIT_MS = 250;
+export const ICE_SETTLE_MS = 15;
+// Candidates found after the description are sent together if they come within this window: each
+// signal is a server round trip, and the frames of one socket are handled in order.
+export const CANDIDATE_BATCH_MS = 30;
+// Camera constraints: a 1v1 call on a laptop; the browser picks the nearest the camera offers.
+export const VIDEO_CONSTRAINTS = Object.freeze({ width: { ideal: 1280 }, height: { ideal: 720 },
+                                                 frameRate: { ideal: 30 } });
+const CALLEE_PEER = "caller"; // the callee's one connection, before it knows the caller device
+
+function sessionId() {
+  return globalThis.crypto.randomUUID().slice(0, 8);
+}
+
+class Peer {
+  constructor(engine, { key, remoteDevice, session }) {
+    this.engine = engine;
+    this.key = key;
+    this.remoteDevice = remoteDevice;
+    this.session = session;
+    this.closed = false;
+    this.descriptionSent = false;
+    this.hasRemoteDescription = false;
+    this.pendingCandidates = [];
+    this.queue = Promise.resolve();
+    this.cancels = [];
+    this.video = null;
+    this.audio = null;
+    this.hasFirstFrame = false;
+    this.trickle = [];
+    this.pc = new engine.RTCPeerConnectionImpl({ iceServers: engine.iceServers,
+                                                 bundlePolicy: "max-bundle" });
+    this.pc.onicecandidate = (event) => {
+      if (!event.candidate || !this.descriptionSent || this.closed) return;
+      this.trickle.push(event.candidate.toJSON());
+      if (this.trickle.length === 1) setTimeout(() => this._sendTrickle(), CANDIDATE_BATCH_MS);
+    };
+    this.pc.ontrack = (event) => this._track(event);
+    this.pc.onconnectionstatechange = () => this._connectionState();
+  }
+
+  /** Run negotiation steps one after the other, dropping them once the peer is closed. */
+  enqueue(step) {
+    this.queue = this.queue.then(() => (this.closed ? undefined : step())).catch((error) => {
+      if (!this.closed) this.engine.emit(Ev.error, { code: "negotiation_failed", message: String(error) });
+    });
+    return this.queue;
+  }
+
+  _sendTrickle() {
+    if (this.closed || !this.trickle.length) return;
+    const candidates = this.trickle.splice(0);
+    this.engine._signal({ kind: "candidates", session: this.session, candidates }, this.remoteDevice);
+  }
+
+  async sendDescription() {
+    await waitForFirstCandidates(this.pc);
+    if (this.closed) return;
+    const { type, sdp } = this.pc.localDescription;
+    this.descriptionSent = true; // candidates from now on are trickled
+    await this.engine._signal({ kind: type, session: this.session, sdp }, this.remoteDevice);
+  }
+
+  async setRemote(description) {
+    await this.pc.setRemoteDescription(description);
+    this.hasRemoteDescription = true;
+    for (const candidate of this.pendingCandidates.splice(0)) await this._addCandidate(candidate);
+  }
+
+  addCandidate(candidate) {
+    if (!this.hasRemoteDescription) this.pendingCandidates.push(candidate);
+    else this._addCandidate(candidate);
+  }
+
+  async _addCandidate(candidate) {
+    try {
+      await this.pc.addIceCandidate(candidate);
+    } catch (error) {
+      if (!this.closed) this.engine.log("candidate refused", error);
+    }
+  }
+
+  _track(event) {
+    if (this.closed) return;
+    const track = event.track;
+    const engine = this.engine;
+    engine.emit(Ev.remoteJoined, { device: this.remoteDevice });
+    if (track.kind === "video") {
+      this.video = engine._element("video", { muted: true, className: "remote-video pending" });
+      this.video.dataset.device = this.remoteDevice ?? "";
+      this.video.srcObject = new MediaStream([track]);
+      engine.remoteView?.append(this.video);
+      this.cancels.push(onFirstVideoFrame(this.video, (size) => this._firstFrame(size)));
+      engine._showIfChosen(this);
+    } else {
+      this.audio = engine._element("audio", { muted: !engine.revealed, className: "remote-audio" });
+      this.audio.srcObject = new MediaStream([track]);
+      engine.remoteView?.append(this.audio);
+      if (engine.revealed && engine._isChosen(this)) engine._playAudio(this);
+      if (engine.callType === "audio") {
+        this.cancels.push(onFirstAudio(event.receiver, () => this._firstFrame({})));
+      }
+    }
+  }
+
+  _firstFrame(size) {
+    if (this.closed || this.hasFirstFrame) return;
+    this.hasFirstFrame = true;
+    this.engine.emit(Ev.firstRemoteFrame, { device: this.remoteDevice, ...size });
+  }
+
+  _connectionState() {
+    if (this.closed) return;
+    const state = this.pc.connectionState;
+    if (state === "connected") {
+      this.engine.emit(Ev.joined, { device: this.remoteDevice });
+      this.engine.emit(Ev.published, { device: this.remoteDevice });
+    } else if (state === "failed") {
+      this.engine.emit(Ev.error, { code: "ice_failed", message: "the media connection failed" });
+    }
+  }
+
+  close() {
+    this.closed = true;
+    for (const cancel of this.cancels) cancel();
+    this.pc.onicecandidate = this.pc.ontrack = this.pc.onconnectionstatechange = null;
+    this.pc.close();
+    for (const element of [this.video, this.audio]) {
+      if (!element) continue;
+      element.srcObject = null;
+      element.remove();
+    }
+  }
+}
+
+function waitForFirstCandidates(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    let settle = null;
+    const done = () => {
+      clearTimeout(timer);
+      clearTimeout(settle);
+      pc.removeEventListener("icegatheringstatechange", onState);
+      pc.removeEventListener("icecandidate", onCandidate);
+      resolve();
+    };
+    const onState = () => { if (pc.iceGatheringState === "complete") done(); };
+    const onCandidate = (event) => {
+      if (event.candidate && settle === null) settle = setTimeout(done, ICE_SETTLE_MS);
+    };
+    const timer = setTimeout(done, ICE_GATHER_WAIT_MS);
+    pc.addEventListener("icegatheringstatechange", onState);
+    pc.addEventListener("icecandidate", onCandidate);
+    if (/a=candidate:/.test(pc.localDescription?.sdp ?? "")) settle = setTimeout(done, ICE_SETTLE_MS);
+  });
+}
+
+export class WebRtcEngine extends Emitter {
+  /**
+   * @param {object} options
+   * @param {RTCIceServer[]} options.iceServers  from hello's config.media
+   * @param {(payload: object, toDevice: string|null) => Promise} options.sendSignal
+   */
+  constructor({ iceServers = [], sendSignal, document = globalThis.document,
+                mediaDevices = globalThis.navigator?.mediaDevices,
+                RTCPeerConnectionImpl = globalThis.RTCPeerConnection, log = () => {} }) {
+    super();
+    this.name = "webrtc";
+    this.iceServers = iceServers;
+    this.sendSignal = sendSignal;
+    this.document = document;
+    this.mediaDevices = mediaDevices;
+    this.RTCPeerConnectionImpl = RTCPeerConnectionImpl;
+    this.log = log;
+    this.localView = null;
+    this.remoteView = null;
+    this._reset();
+  }
+
+  _reset() {
+    this.generation = (this.generation ?? 0) + 1; // work started for an earlier call is dropped
+    this.peers = new Map();
+    this.role = null;
+    this.callType = null;
+    this.chosenDevice = null;
+    this.revealed = false;
+    this.capture = null;
+    this.localStream = null;
+    this.preview = null;
+    this.audioMuted = false;
+    this.videoMuted = false;
+  }
+
+  setViews({ localView, remoteView }) {
+    if (localView !== undefined) this.localView = localView;
+    if (remoteView !== undefined) this.remoteView = remoteView;
+  }
+
+  /** Start the camera and microphone (once per call); resolves with the local stream. */
+  startCapture(callType) {
+    this.callType = this.callType ?? callType;
+    if (!this.capture) this.capture = this._capture(callType);
+    return this.capture;
+  }
+
+  async _capture(callType) {
+    const generation = this.generation;
+    const stream = await this.mediaDevices.getUserMedia({
+      audio: true, video: callType === "video" ? VIDEO_CONSTRAINTS : false });
+    if (generation !== this.generation) { // the call ended while the browser was asking
+      stream.getTracks().forEach((track) => track.stop());
+      throw new Error("the call ended during capture");
+    }
+    this.localStream = stream;
+    this._applyMutes();
+    if (callType === "video") {
+      this.preview = this._element("video", { muted: true, className: "local-video" });
+      this.preview.srcObject = stream;
+      this.localView?.append(this.preview);
+      onFirstVideoFrame(this.preview, () => this.emit(Ev.localFrame, {}));
+    } else {
+      this.emit(Ev.localFrame, {});
+    }
+    return stream;
+  }
+
+  /** Take part in the call's media: the callee offers; the caller waits for offers. */
+  async join({ role, callType }) {
+    this.role = role;
+    this.callType = callType;
+    this.startCapture(callType).catch((error) => this._captureFailed(error));
+    if (role === "callee") this._offer();
+  }
+
+  /** A page that lost its connections (reload) asks the other side to negotiate again. */
+  restart() {
+    if (this.role === "caller") this._signal({ kind: "restart" }, null);
+    else if (this.role === "callee") this._offer();
+  }
+
+  _offer() {
+    this.peers.get(CALLEE_PEER)?.close();
+    const peer = new Peer(this, { key: CALLEE_PEER, remoteDevice: null, session: sessionId() });
+    this.peers.set(CALLEE_PEER, peer);
+    peer.enqueue(async () => {
+      const stream = await this.startCapture(this.callType);
+      for (const track of stream.getTracks()) peer.pc.addTrack(track, stream);
+      await peer.pc.setLocalDescription(await peer.pc.createOffer());
+      await peer.sendDescription();
+    });
+  }
+
+  /** A relayed payload from `fromDevice` for this call. */
+  handleSignal(fromDevice, payload) {
+    if (!this.role || !payload) return;
+    if (payload.kind === "offer" && this.role === "caller") this._answer(fromDevice, payload);
+    else if (payload.kind === "answer" && this.role === "callee") this._answered(fromDevice, payload);
+    else if (payload.kind === "candidates") this._candidates(fromDevice, payload);
+    else if (payload.kind === "restart" && this.role === "callee") this._offer();
+  }
+
+  _answer(fromDevice, { session, sdp }) {
+    if (this.chosenDevice && fromDevice !== this.chosenDevice) return; // answered elsewhere
+    const existing = this.peers.get(fromDevice);
+    if (existing?.session === session) return; // a duplicate offer
+    existing?.close();
+    const peer = new Peer(this, { key: fromDevice, remoteDevice: fromDevice, session });
+    this.peers.set(fromDevice, peer);
+    peer.enqueue(async () => {
+      await peer.setRemote({ type: "offer", sdp });
+      const stream = await this.startCapture(this.callType);
+      for (const track of stream.getTracks()) peer.pc.addTrack(track, stream);
+      await peer.pc.setLocalDescription(await peer.pc.createAnswer());
+      await peer.sendDescription();
+    });
+  }
+
+  _answered(fromDevice, { session, sdp }) {
+    const peer = this.peers.get(CALLEE_PEER);
+    if (!peer || peer.session !== session) return; // for a connection we replaced
+    peer.enqueue(async () => {
+      if (peer.pc.signalingState !== "have-local-offer") return; // a duplicate answer
+      peer.remoteDevice = fromDevice;
+      await peer.setRemote({ type: "answer", sdp });
+    });
+  }
+
+  _candidates(fromDevice, { session, candidates }) {
+    const peer = this.role === "callee" ? this.peers.get(CALLEE_PEER) : this.peers.get(fromDevice);
+    if (!peer || peer.session !== session || !Array.isArray(candidates)) return;
+    for (const candidate of candidates) peer.addCandidate(candidate);
+  }
+
+  /** The caller learns which callee device answered: the other connections are closed. */
+  selectRemote(deviceId) {
+    if (this.role !== "caller" || !deviceId) return;
+    this.chosenDevice = deviceId;
+    for (const [key, peer] of this.peers) {
+      if (key !== deviceId) {
+        peer.close();
+        this.peers.delete(key);
+      }
+    }
+    const chosen = this.peers.get(deviceId);
+    if (chosen) this._showIfChosen(chosen);
+  }
+
+  /** Connected: show the remote video and let the remote audio be heard. */
+  reveal() {
+    this.revealed = true;
+    for (const peer of this.peers.values()) {
+      if (!this._isChosen(peer)) continue;
+      this._showIfChosen(peer);
+      if (peer.audio) this._playAudio(peer);
+    }
+  }
+
+  _isChosen(peer) {
+    if (this.role === "callee") return true;
+    if (this.chosenDevice) return peer.key === this.chosenDevice;
+    return this.peers.values().next().value === peer; // not told yet: the first that offered
+  }
+
+  _showIfChosen(peer) {
+    if (this.revealed && peer.video && this._isChosen(peer)) peer.video.classList.remove("pending");
+  }
+
+  _playAudio(peer) {
+    peer.audio.muted = false;
+    const playing = peer.audio.play();
+    playing?.catch?.(() => this.emit(Ev.audioBlocked, {}));
+  }
+
+  /** After an audioBlocked event, a click handler may call this to start the remote audio. */
+  resumeAudio() {
+    for (const peer of this.peers.values()) if (peer.audio && this._isChosen(peer)) this._playAudio(peer);
+  }
+
+  setLocalAudioMuted(muted) { this.audioMuted = muted; this._applyMutes(); }
+
+  setLocalVideoMuted(muted) { this.videoMuted = muted; this._applyMutes(); }
+
+  _applyMutes() {
+    for (const track of this.localStream?.getAudioTracks() ?? []) track.enabled = !this.audioMuted;
+    for (const track of this.localStream?.getVideoTracks() ?? []) track.enabled = !this.videoMuted;
+  }
+
+  renewToken() {} // WebRTC needs no media token
+
+  /** The peer connections of the call (for diagnostics, like CallAPI's addDelegateEx). */
+  peerConnections() {
+    return [...this.peers.values()].map((peer) => peer.pc);
+  }
+
+  /** End of the call: close every connection, stop the camera and microphone. */
+  leave() {
+    for (const peer of this.peers.values()) peer.close();
+    this.localStream?.getTracks().forEach((track) => track.stop());
+    if (this.preview) {
+      this.preview.srcObject = null;
+      this.preview.remove();
+    }
+    const hadCall = this.role !== null;
+    this._reset();
+    if (hadCall) this.emit("left", {});
+  }
+
+  _captureFailed(error) {
+    this.emit(Ev.error, { code: "capture_failed", message: String(error?.message ?? error) });
+  }
+
+  _signal(payload, toDevice) {
+    return Promise.resolve(this.sendSignal(payload, toDevice)).catch((error) => {
+      this.log("signal not relayed", error);
+    });
+  }
+
+  _element(tag, { muted, className }) {
+    const element = this.document.createElement(tag);
+    element.autoplay = true;
+    element.muted = muted;
+    element.className = className;
+    if (tag === "video") element.playsInline = true;
+    return element;
+  }
+}
