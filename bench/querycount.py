@@ -1,0 +1,98 @@
+"""Count the SQL of one call cycle, frame by frame, through the consumer's own frame handlers.
+
+What the database costs per cycle, without sockets: each client frame goes through
+``services.client_frame_once`` with the consumer's handler, as the socket does, and the callee's
+ack through ``services.call_mark_delivered``. Publishing is skipped (no channel layer needed).
+
+    DUET_BENCH_DATABASE_URL=... .venv/bin/python bench/querycount.py [--cycles 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--show-sql", action="store_true")
+    args = parser.parse_args()
+    from bench.run import django_setup
+
+    django_setup()
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from bench.users import prepare_users, reset_call_tables
+    from calls import consumers, events, protocol, services
+
+    events.publish = lambda rows: None  # no layer here: count the database alone
+    reset_call_tables()
+    users = prepare_users(2)
+    caller, callee = (get_user_model().objects.get(pk=u.user_id) for u in users)
+    from calls import devices
+
+    devices.device_connect(user=caller, device_id="a", channel_name="bench.a")
+    devices.device_connect(user=callee, device_id="b", channel_name="bench.b")
+
+    per_step: dict[str, Counter] = defaultdict(Counter)
+    seconds: dict[str, float] = defaultdict(float)
+    statements: dict[str, list[str]] = defaultdict(list)
+    current = {"step": ""}
+
+    def count(execute, sql, params, many, context):
+        per_step[current["step"]]["queries"] += 1
+        if args.show_sql and len(statements[current["step"]]) < 40:
+            statements[current["step"]].append(sql[:160])
+        return execute(sql, params, many, context)
+
+    ids = iter(range(1, 10**9))
+
+    def frame(step, user, device, handler, **fields):
+        current["step"] = step
+        context = consumers.FrameContext(user, device)
+        fields = protocol.parse_frame(json.dumps({"id": "x", "type": step.split()[0],
+                                                  **fields})).fields  # as the socket parses it
+        started = time.perf_counter()
+        reply = services.client_frame_once(user=user, frame_id=f"q{next(ids)}",
+                                           handle=lambda: handler(context, **fields))
+        seconds[step] += time.perf_counter() - started
+        assert reply["ok"], reply
+        return reply["data"]
+
+    with connection.execute_wrapper(count):
+        for _ in range(args.cycles):
+            data = frame("call", caller, "a", consumers._call, to=callee.pk, call_type="video",
+                         timeout_ms=5000)
+            call_id = data["call_id"]
+            current["step"] = "ack (delivered)"
+            started = time.perf_counter()
+            services.call_mark_delivered(call_id=call_id, device_id="b")
+            seconds["ack (delivered)"] += time.perf_counter() - started
+            frame("accept", callee, "b", consumers._accept, call_id=call_id)
+            frame("media (callee)", callee, "b", consumers._media, call_id=call_id,
+                  milestone="first_remote_frame")
+            frame("media (caller)", caller, "a", consumers._media, call_id=call_id,
+                  milestone="first_remote_frame")
+            frame("hangup", caller, "a", consumers._hangup, call_id=call_id)
+    total_queries = sum(c["queries"] for c in per_step.values())
+    print(f"per cycle ({args.cycles} cycles): {total_queries / args.cycles:.1f} queries, "
+          f"{sum(seconds.values()) * 1000 / args.cycles:.1f} ms in the database thread")
+    for step, counter in per_step.items():
+        print(f"  {step:18} {counter['queries'] / args.cycles:5.1f} queries "
+              f"{seconds[step] * 1000 / args.cycles:6.2f} ms")
+        for sql in statements.get(step, [])[:40] if args.show_sql else []:
+            print(f"      {sql}")
+
+
+if __name__ == "__main__":
+    main()
