@@ -76,6 +76,9 @@ class Cluster:
         self.worker: subprocess.Popen | None = None
 
     def start_node(self, name: str) -> str:
+        """The node's base URL; started unless it is already running."""
+        if name in self.nodes:
+            return f"http://127.0.0.1:{self.nodes[name][1]}"
         port = free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
@@ -109,14 +112,20 @@ class Cluster:
             process.wait(timeout=10)
 
 
-@pytest.fixture
-def cluster(transactional_db, tmp_path):
+@pytest.fixture(scope="module")
+def running_cluster(django_db_setup, tmp_path_factory):
+    """One worker and two nodes for the module: starting processes dominates these tests."""
     if "DUET_CELERY_QUEUE" not in os.environ or "REDIS_URL" not in os.environ:
         pytest.skip("needs Redis: run through scripts/testenv.py (make test)")
-    running = Cluster(tmp_path)
+    running = Cluster(tmp_path_factory.mktemp("cluster"))
     running.start_worker()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def cluster(running_cluster, transactional_db):
+    return running_cluster
 
 
 @pytest.fixture
