@@ -63,9 +63,9 @@ export class AgoraEngine extends Emitter {
     const tracks = callType === "video"
       ? await this.AgoraRTC.createMicrophoneAndCameraTracks()
       : [await this.AgoraRTC.createMicrophoneAudioTrack()];
-    if (generation !== this.generation) {
+    if (generation !== this.generation) { // the call ended while the browser was asking
       tracks.forEach((track) => track.close());
-      throw new Error("the call ended during capture");
+      return null;
     }
     this.localTracks = tracks;
     this._applyMutes();
@@ -104,7 +104,7 @@ export class AgoraEngine extends Emitter {
     if (generation !== this.generation) return;
     this.emit(Ev.joined, {});
     const tracks = await capture;
-    if (generation !== this.generation) return;
+    if (!tracks || generation !== this.generation) return;
     await client.publish(tracks);
     this.emit(Ev.published, {});
   }

@@ -222,7 +222,8 @@ export class WebRtcEngine extends Emitter {
     if (remoteView !== undefined) this.remoteView = remoteView;
   }
 
-  /** Start the camera and microphone (once per call); resolves with the local stream. */
+  /** Start the camera and microphone (once per call); resolves with the local stream, or with
+   * null when the call ended before the browser gave it. */
   startCapture(callType) {
     this.callType = this.callType ?? callType;
     if (!this.capture) this.capture = this._capture(callType);
@@ -235,7 +236,7 @@ export class WebRtcEngine extends Emitter {
       audio: true, video: callType === "video" ? VIDEO_CONSTRAINTS : false });
     if (generation !== this.generation) { // the call ended while the browser was asking
       stream.getTracks().forEach((track) => track.stop());
-      throw new Error("the call ended during capture");
+      return null;
     }
     this.localStream = stream;
     this._applyMutes();
@@ -270,6 +271,7 @@ export class WebRtcEngine extends Emitter {
     this.peers.set(CALLEE_PEER, peer);
     peer.enqueue(async () => {
       const stream = await this.startCapture(this.callType);
+      if (!stream || peer.closed) return; // the call ended meanwhile
       for (const track of stream.getTracks()) peer.pc.addTrack(track, stream);
       await peer.pc.setLocalDescription(await peer.pc.createOffer());
       await peer.sendDescription();
@@ -295,6 +297,7 @@ export class WebRtcEngine extends Emitter {
     peer.enqueue(async () => {
       await peer.setRemote({ type: "offer", sdp });
       const stream = await this.startCapture(this.callType);
+      if (!stream || peer.closed) return;
       for (const track of stream.getTracks()) peer.pc.addTrack(track, stream);
       await peer.pc.setLocalDescription(await peer.pc.createAnswer());
       await peer.sendDescription();

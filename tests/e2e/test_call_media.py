@@ -1,0 +1,127 @@
+"""Media timing and resilience: audio calls, joining only on answer, reloads, two devices."""
+
+from __future__ import annotations
+
+from playwright.sync_api import expect
+
+from tests.e2e.support import STEP_MS
+
+TRACK_KINDS_JS = """() => duet.api.getMediaEngine().peerConnections().map((pc) => ({
+  sending: pc.getSenders().filter((s) => s.track).map((s) => s.track.kind).sort(),
+  receiving: pc.getReceivers().map((r) => r.track.kind).sort(),
+}))"""
+# Resolves with the audio bytes received once they grew between two stats reads a frame apart.
+AUDIO_FLOWING_JS = """() => new Promise((resolve) => {
+  const pc = duet.api.getMediaEngine().peerConnections()[0];
+  const received = async () => {
+    let bytes = 0;
+    (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "audio") bytes = s.bytesReceived; });
+    return bytes;
+  };
+  received().then((first) => {
+    const again = async () => { const now = await received(); if (now > first) resolve(now); else setTimeout(again, 50); };
+    again();
+  });
+})"""
+
+
+def test_audio_call_sends_no_video_and_audio_flows(users, open_person):
+    # given
+    alice = open_person(users.alice)
+    bob = open_person(users.bob)
+    # when
+    alice.call(users.bob, "audio")
+    bob.expect_state("calling", "remoteAudioCall")
+    expect(bob.page.locator("#incoming .call-kind")).to_have_text("Audio call")
+    bob.click("#accept")
+    # then
+    bob.expect_state("connected")
+    alice.expect_state("connected")
+    audio_only = [{"sending": ["audio"], "receiving": ["audio"]}]
+    assert alice.page.evaluate(TRACK_KINDS_JS) == audio_only
+    assert bob.page.evaluate(TRACK_KINDS_JS) == audio_only
+    assert alice.page.evaluate(AUDIO_FLOWING_JS) > 0
+    assert bob.page.evaluate(AUDIO_FLOWING_JS) > 0
+    assert alice.page.locator("#remote-view video").count() == 0
+    assert bob.page.evaluate("document.querySelector('#remote-view audio').muted") is False
+    expect(alice.page.locator("#call-status")).to_have_text("Audio call")
+    alice.click("#hangup")
+    bob.expect_state("prepared", "remoteHangup")
+
+
+def test_callee_who_joins_only_on_answer_sends_nothing_while_ringing(users, open_person):
+    # given: bob's setting makes canJoinRtcOnCalling return false
+    alice = open_person(users.alice)
+    bob = open_person(users.bob)
+    bob.page.locator(".settings summary").click()
+    bob.page.check("#join-on-answer")
+    # when
+    alice.call(users.bob, "video")
+    expect(alice.page.locator("#outgoing-status")).to_have_text("Ringing…")
+    # then
+    bob.expect_state("calling", "remoteVideoCall")
+    assert bob.peer_connection_count() == 0
+    assert alice.peer_connection_count() == 0
+    assert bob.page.evaluate("duet.api.getMediaEngine().localStream") is None
+    # when
+    bob.click("#accept")
+    # then
+    bob.expect_state("connected", "recvRemoteFirstFrame")
+    alice.expect_state("connected")
+    assert alice.remote_video_decoding() is True
+    assert bob.remote_video_decoding() is True
+    bob.click("#hangup")
+    alice.expect_state("prepared", "remoteHangup")
+
+
+def test_reloading_the_page_mid_call_resumes_the_call(users, open_person):
+    # given
+    alice = open_person(users.alice)
+    bob = open_person(users.bob)
+    alice.call(users.bob, "video")
+    bob.click("#accept")
+    bob.expect_state("connected")
+    alice.expect_state("connected")
+    device_before = bob.page.evaluate("sessionStorage.getItem('duet.deviceId')")
+    # when
+    bob.page.reload()
+    bob.wait_ready()
+    # then
+    bob.expect_state("connected")
+    expect(bob.page.locator("#call-view")).to_be_visible()
+    assert bob.page.evaluate("sessionStorage.getItem('duet.deviceId')") == device_before
+    assert bob.remote_video_decoding() is True
+    assert alice.remote_video_decoding() is True
+    assert alice.peer_connection_count() == 1
+    alice.expect_state("connected")
+    expect(alice.page.locator("#call-notice")).to_be_hidden()
+    # when
+    bob.click("#hangup")
+    # then
+    alice.expect_state("prepared", "remoteHangup")
+    bob.expect_state("prepared", "localHangup")
+
+
+def test_callee_signed_in_twice_the_other_tab_hears_answered_elsewhere(users, open_person):
+    # given
+    alice = open_person(users.alice)
+    bob_laptop = open_person(users.bob)
+    bob_phone = open_person(users.bob)
+    alice.call(users.bob, "video")
+    bob_laptop.expect_state("calling", "remoteVideoCall")
+    bob_phone.expect_state("calling", "remoteVideoCall")
+    # when
+    bob_laptop.click("#accept")
+    # then
+    bob_phone.expect_state("prepared", "answeredElsewhere")
+    bob_phone.expect_toast("Answered on another device.")
+    expect(bob_phone.page.locator("#incoming")).to_be_hidden()
+    assert bob_phone.peer_connection_count() == 0
+    bob_laptop.expect_state("connected")
+    alice.expect_state("connected")
+    assert alice.remote_video_decoding() is True
+    assert bob_laptop.remote_video_decoding() is True
+    alice.page.wait_for_function("duet.api.getMediaEngine().peerConnections().length === 1",
+                                 timeout=STEP_MS)
+    alice.click("#hangup")
+    bob_laptop.expect_state("prepared", "remoteHangup")
