@@ -307,6 +307,7 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
     from django.conf import settings
 
     now = now or timezone.now()
+    call_type = CallType(call_type)
     timeout_ms = timeout_ms or settings.DUET_RING_TIMEOUT_MS
     if callee_id == caller.pk:
         raise ServiceError("self_call", "you cannot call yourself")
@@ -439,7 +440,55 @@ def call_accept(*, user, device_id: str, call_id: str, now: datetime | None = No
     now = now or timezone.now()
     call = _intent(InputKind.accept, user=user, device_id=device_id, call_id=call_id, now=now)
     credentials = media.credentials_for(channel=call.channel, user_id=user.pk, now_ms=to_ms(now))
+    if credentials.expires_at_ms is not None:
+        # The caller's token, issued at the call's start, is the first to expire.
+        first_expiry = call.created_at + timedelta(seconds=_token_ttl_s())
+        renew_at = first_expiry - timedelta(seconds=media.TOKEN_RENEW_BEFORE_S)
+        transaction.on_commit(lambda: schedule_media_renewal(call.call_id, renew_at))
     return {"channel": call.channel, "media": credentials.media}
+
+
+def _token_ttl_s() -> int:
+    from django.conf import settings
+
+    return settings.AGORA_TOKEN_TTL_S
+
+
+def call_renew_media(*, call_id: str, now: datetime | None = None) -> bool:
+    """Push fresh media credentials (``call.media``) to both sides of a live call and schedule
+    the next renewal. Returns False when there is nothing to renew (call over, or no tokens)."""
+    now = now or timezone.now()
+    if not media.agora_enabled():
+        return False
+    participants = _participants(call_id)
+    with transaction.atomic():
+        profiles = lock_profiles(participants)
+        call = CallSession.objects.select_for_update().get(call_id=call_id)
+        if call.phase not in LIVE_PHASES:
+            return False
+        outbox = Outbox(now)
+        expires_at_ms = None
+        for side, user_id in ((Side.caller, call.caller_id), (Side.callee, call.callee_id)):
+            credentials = media.credentials_for(channel=call.channel, user_id=user_id,
+                                                now_ms=to_ms(now))
+            expires_at_ms = credentials.expires_at_ms
+            device = call.caller_device if side is Side.caller else call.callee_device
+            outbox.add(user_id, {"name": "call.media", "call_id": call.call_id,
+                                 "media": credentials.media,
+                                 "expires_at_ms": credentials.expires_at_ms},
+                       call_id=call.call_id, only_device=device)
+        outbox.flush(profiles)
+        CallEvent.objects.create(call=call, at=now, kind="media_renewed",
+                                 payload={"expires_at_ms": expires_at_ms})
+        renew_at = from_ms(expires_at_ms) - timedelta(seconds=media.TOKEN_RENEW_BEFORE_S)
+        transaction.on_commit(lambda: schedule_media_renewal(call_id, renew_at))
+    return True
+
+
+def schedule_media_renewal(call_id: str, at: datetime) -> None:
+    from calls.tasks import media_renewal_task
+
+    media_renewal_task.apply_async(args=[call_id], eta=at)
 
 
 def call_report_media(*, user, device_id: str, call_id: str, milestone: Milestone,

@@ -28,6 +28,16 @@ def connection_grace_task(call_id: str, user_id: int) -> str:
         return "gone"
 
 
+@shared_task(acks_late=True)
+def media_renewal_task(call_id: str) -> bool:
+    try:
+        return services.call_renew_media(call_id=call_id)
+    except services.ServiceError as error:
+        if error.code != "not_found":
+            raise
+        return False
+
+
 @shared_task
 def housekeeping_task() -> dict:
     """The guarantees behind the fast paths: lost timers, crashed processes, old records."""
