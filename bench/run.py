@@ -40,7 +40,8 @@ if str(ROOT) not in sys.path:
 from bench import procstat  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
-RESULTS_DIR = ROOT / "bench" / "results"
+# A scratch worktree with a patch applied writes its results here too (DUET_BENCH_RESULTS).
+RESULTS_DIR = Path(os.environ.get("DUET_BENCH_RESULTS", ROOT / "bench" / "results"))
 LOG_DIR = RESULTS_DIR / "logs"
 DATABASE_URL = os.environ.get("DUET_BENCH_DATABASE_URL",
                               "postgres://postgres@127.0.0.1:5432/duet_bench")
@@ -78,10 +79,13 @@ def server_env(args) -> dict:
         "DUET_CELERY_QUEUE": CELERY_QUEUE,
         "DUET_CHANNEL_LAYER": args.layer,
         "DUET_VAR_DIR": str(Path(tempfile.gettempdir()) / "duet-bench-var"),
-        "DATABASE_CONN_MAX_AGE": str(args.conn_max_age),
         "PYTHONUNBUFFERED": "1",
     })
     env["DUET_EMBEDDED_WORKER"] = "1" if args.layer == "memory" else "0"
+    if args.conn_max_age is not None:
+        env["DATABASE_CONN_MAX_AGE"] = str(args.conn_max_age)
+    else:
+        env.pop("DATABASE_CONN_MAX_AGE", None)  # the settings' default
     for item in args.env or []:
         name, _, value = item.partition("=")
         env[name] = value
@@ -323,7 +327,7 @@ def run_once(args, command_line: str) -> dict:
         result["loadgen_wall_s"] = round(time.monotonic() - loadgen_started, 1)
         if profiler is not None:
             profiler.join(args.duration + 90)
-            result["profile"] = str(profile_path.relative_to(ROOT))
+            result["profile"] = str(profile_path)
         watch = procstat.Watch(job["servers"], include_backing=False)
         result["peak_rss_kib"] = watch.peak_rss_kib()
         result["rss_kib_at_end"] = watch.rss_kib()
@@ -341,13 +345,14 @@ def run_once(args, command_line: str) -> dict:
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "git": git_commit(),
+        "tree": str(ROOT),
         "server_errors": processes.error_lines(),
-        "log_files": {key: str(path.relative_to(ROOT)) for key, path in processes.logs.items()},
+        "log_files": {key: str(path) for key, path in processes.logs.items()},
         "extra_env": args.env or [],
     })
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(result, indent=1))
-    log(f"wrote {path.relative_to(ROOT)}")
+    log(f"wrote {path}")
     log(headline(result))
     return result
 
@@ -426,8 +431,8 @@ def parse(argv: list[str]):
     parser.add_argument("--timeout-ms", type=int, default=5000,
                         help="ring timeout asked in each call (5000: the timer tasks run inside "
                              "the measured window)")
-    parser.add_argument("--conn-max-age", type=int, default=0,
-                        help="DATABASE_CONN_MAX_AGE for the servers (settings default: 0)")
+    parser.add_argument("--conn-max-age", type=int, default=None,
+                        help="DATABASE_CONN_MAX_AGE for the servers (default: the settings' own)")
     parser.add_argument("--with-floor", action="store_true",
                         help="cycle: then run the relay at the cycle run's event frame rate and "
                              "record the ratios")
@@ -444,23 +449,34 @@ def parse(argv: list[str]):
     return args
 
 
+def raise_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers too
+
+
+def run_and_floor(argv: list[str]) -> dict:
+    """One run from its arguments; a cycle run --with-floor is followed by its relay run."""
+    args = parse(argv)
+    command_line = ".venv/bin/python bench/run.py " + " ".join(argv)
+    result = run_once(args, command_line)
+    if args.with_floor and args.scenario == "cycle" and result.get("event_frames_per_s"):
+        floor_args = parse(argv)
+        floor_args.scenario = "relay"
+        floor_args.rate = round(result["event_frames_per_s"])
+        floor_args.cycles = None
+        floor_args.profile = False
+        relay = run_once(floor_args, command_line + "  # floor: the same with --scenario relay "
+                         f"--rate {floor_args.rate:g}")
+        attach_floor(result, relay)
+        log(f"floor ratios: {result['floor']}")
+    return result
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    raise_open_files_limit()
     if not args.summary_only:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by servers too
-        command_line = ".venv/bin/python bench/run.py " + " ".join(argv)
-        result = run_once(args, command_line)
-        if args.with_floor and args.scenario == "cycle" and result.get("event_frames_per_s"):
-            floor_args = parse(argv)
-            floor_args.scenario = "relay"
-            floor_args.rate = round(result["event_frames_per_s"])
-            floor_args.cycles = None
-            floor_args.profile = False
-            relay = run_once(floor_args, command_line + "  # floor: --scenario relay "
-                             f"--rate {floor_args.rate:g}")
-            attach_floor(result, relay)
-            log(f"floor ratios: {result['floor']}")
+        run_and_floor(argv)
     from bench.summary import write_summary
 
     write_summary(RESULTS_DIR)
