@@ -70,13 +70,19 @@ def from_ms(value: int) -> datetime:
 def lock_profiles(user_ids) -> dict[int, Profile]:
     """Lock the profiles of ``user_ids`` in ascending id order, creating missing ones first."""
     ids = sorted(set(user_ids))
-    existing = set(Profile.objects.filter(user_id__in=ids).values_list("user_id", flat=True))
-    for user_id in ids:
-        if user_id not in existing:
-            Profile.objects.get_or_create(user_id=user_id)
-    rows = (Profile.objects.select_for_update(of=("self",)).select_related("user")
-            .filter(user_id__in=ids).order_by("user_id"))
-    return {profile.user_id: profile for profile in rows}
+
+    def locked():
+        rows = (Profile.objects.select_for_update(of=("self",)).select_related("user")
+                .filter(user_id__in=ids).order_by("user_id"))
+        return {profile.user_id: profile for profile in rows}
+
+    profiles = locked()
+    if len(profiles) < len(ids):  # a user made outside Duet's sign-up has no profile yet
+        for user_id in ids:
+            if user_id not in profiles:
+                Profile.objects.get_or_create(user_id=user_id)
+        profiles = locked()
+    return profiles
 
 
 def lock_calls(pks) -> dict[int, CallSession]:

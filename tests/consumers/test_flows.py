@@ -202,17 +202,22 @@ async def test_ring_timeout_ends_call_for_both(opened, alice, bob):
     assert (await call_row(call_id)).end_reason == "timeout"
 
 
-async def test_glare_ends_in_one_connecting_call(opened, alice, bob):
-    a, b = await opened(alice), await opened(bob)
-    call_id = await ring(a, b, bob)
-    crossed = await b.ok("call", to=alice.pk, call_type="video")
+@pytest.mark.parametrize("first", ["alice", "bob"])
+async def test_glare_ends_in_one_connecting_call(opened, alice, bob, first):
+    users = {"alice": alice, "bob": bob}
+    devices = {"alice": await opened(alice), "bob": await opened(bob)}
+    second = "bob" if first == "alice" else "alice"
+    x, y = devices[first], devices[second]
+    call_id = await ring(x, y, users[second])
+    crossed = await y.ok("call", to=users[first].pk, call_type="video")
     assert crossed == {"call_id": call_id, "channel": f"duet-{call_id}",
                        "media": {"engine": "webrtc", "ice_servers": []}, "outcome": "glare"}
-    assert summary(await b.take_events(2)) == [("state", "connecting", "localAccepted"),
+    assert summary(await y.take_events(2)) == [("state", "connecting", "localAccepted"),
                                               ("event", "localAccepted")]
-    assert summary(await a.take_events(2)) == [("state", "connecting", "remoteAccepted"),
+    assert summary(await x.take_events(2)) == [("state", "connecting", "remoteAccepted"),
                                               ("event", "remoteAccepted")]
     assert await database_sync_to_async(CallSession.objects.count)() == 1
+    assert await active_call_ids(alice, bob) == [(await call_row(call_id)).pk] * 2
 
 
 async def test_every_callee_device_rings_and_the_first_accept_wins(opened, alice, bob):
