@@ -62,6 +62,7 @@ export class CallApi {
     this.callInfo = null;
     this.role = null;
     this.callType = null;
+    this.selectedDevice = null;
     this.mediaJoined = false;
     this.firstFrameReported = false;
     this.deferredReports = [];
@@ -313,7 +314,10 @@ export class CallApi {
     if (this.role === "caller") {
       if (isNewCall || resume) this._joinMedia();
       if (resume) this.engine.restart();
-      if (state !== CallStateType.calling) this.engine.selectRemote(info.active_device);
+      if (info.active_device && info.active_device !== this.selectedDevice) {
+        this.selectedDevice = info.active_device;
+        this.engine.selectRemote(info.active_device);
+      }
     } else if (state === CallStateType.calling) {
       if (isNewCall && !this._canJoinOnCalling(info)) return;
       if (!this.mediaJoined) this._joinMedia();
@@ -360,7 +364,7 @@ export class CallApi {
   }
 
   _applyEvent(event) {
-    if (event.call_id !== this.callId && event.call_id !== this.dialedCallId) return;
+    if (![this.callId, this.dialedCallId, this.endedCallId].includes(event.call_id)) return;
     if (event.event === CallEvent.remoteUserRecvCall) this.costs.mark(CostNode.remoteUserRecvCall);
     if (event.event === CallEvent.remoteAccepted) this.costs.mark(CostNode.acceptCall);
     this._notify("onCallEventChanged", event.event, event.reason ?? "");
@@ -379,6 +383,7 @@ export class CallApi {
     const costs = this.costs;
     this._clearCall();
     this.costs = costs; // kept for getCallCosts() after the call
+    this.endedCallId = callId; // its closing call.event follows the state
     this._setState(CallStateType.prepared, event.reason, event.event_reason ?? "", info);
     if (wasConnected) {
       const byMe = [CallStateReason.localHangup].includes(event.reason);

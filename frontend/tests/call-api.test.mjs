@@ -1,0 +1,278 @@
+// CallApi: it renders the server's call states to listeners and drives the media engine from them.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { CallApi } from "../duet/callapi/call-api.js";
+import { FakeCallSocket, FakeEngine, settle } from "./doubles.mjs";
+
+const ALICE = { id: 1, username: "alice", display_name: "Alice" };
+const BOB = { id: 2, username: "bob", display_name: "Bob" };
+const HELLO = { user: ALICE, seq: 0, config: { media: { engine: "webrtc", ice_servers: [] } },
+                active_call: null, presence: [{ user_id: 2, status: "online" }] };
+
+let seq = 0;
+function state(callId, name, reason, info = {}) {
+  return { type: "event", seq: ++seq, name: "call.state", call_id: callId, state: name, reason,
+           event_reason: "", info: { caller: ALICE, callee: BOB, call_type: "video",
+                                     channel: `duet-${callId}`, extension: {}, active_device: null, ...info } };
+}
+function callEvent(callId, event) {
+  return { type: "event", seq: ++seq, name: "call.event", call_id: callId, event };
+}
+
+/** A CallApi signed in as `user`, with a recording listener; returns its parts. */
+async function makeApi({ user = ALICE, listener = {}, hello = {}, prepare = {} } = {}) {
+  const socket = new FakeCallSocket();
+  const engine = new FakeEngine();
+  let clock = 1000;
+  const api = new CallApi({ createSocket: () => socket, createEngine: async () => engine,
+                            now: () => clock });
+  const seen = [];
+  api.addListener({
+    onCallStateChanged: (s, reason) => seen.push(`${s}/${reason}`),
+    onCallEventChanged: (event) => seen.push(`event ${event}`),
+    onCallConnected: () => seen.push("onCallConnected"),
+    onCallDisconnected: (room, by, me, at, duration) => seen.push(`onCallDisconnected ${by} ${duration}`),
+    onPresenceChanged: (userId, status) => seen.push(`presence ${userId} ${status}`),
+    ...listener,
+  });
+  api.prepareForCall(prepare);
+  const ready = api.initialize({ socketUrl: "ws://x" });
+  socket.hello({ ...HELLO, user, ...hello }, hello.flags);
+  await ready;
+  return { api, socket, engine, seen, tick: (ms) => { clock += ms; } };
+}
+
+test("prepareForCall makes an idle client prepared; hello's presence reaches the listener", async () => {
+  // when
+  const { api, seen } = await makeApi();
+  // then
+  assert.equal(api.state, "prepared");
+  assert.deepEqual(seen, ["prepared/none", "presence 2 online"]);
+});
+
+test("call() captures before the reply and sends the call with extension and ring timeout", async () => {
+  // given
+  const { api, socket, engine } = await makeApi({ prepare: { callTimeoutMillisecond: 5000, userExtension: { from: "lobby" } } });
+  socket.replies.call = { call_id: "c1", channel: "duet-c1", media: {}, outcome: "ring" };
+  // when
+  const reply = await api.call(2, { callType: "video", callExtension: { note: "hi" } });
+  // then
+  assert.equal(reply.call_id, "c1");
+  assert.deepEqual(engine.names(), ["setViews", "startCapture"]);
+  assert.deepEqual(socket.sent("call"), [{ type: "call", to: 2, call_type: "video",
+                                           extension: { from: "lobby", note: "hi" }, timeout_ms: 5000 }]);
+});
+
+test("the caller's call runs calling, connecting, connected, hang-up with media driven at each step", async () => {
+  // given
+  const { api, socket, engine, seen, tick } = await makeApi();
+  socket.replies.call = { call_id: "c1", channel: "duet-c1", media: {}, outcome: "ring" };
+  await api.call(2, { callType: "video" });
+  seen.length = 0;
+  // when
+  socket.event(state("c1", "calling", "localVideoCall"));
+  socket.event(callEvent("c1", "remoteUserRecvCall"));
+  socket.event(state("c1", "connecting", "remoteAccepted", { active_device: "bob-phone" }));
+  engine.emit("firstRemoteFrame", { device: "bob-phone" });
+  socket.event(state("c1", "connected", "recvRemoteFirstFrame", { active_device: "bob-phone" }));
+  tick(4000);
+  await api.hangup(2);
+  socket.event(state("c1", "prepared", "localHangup", { active_device: "bob-phone" }));
+  // then
+  assert.deepEqual(seen, [
+    "calling/localVideoCall", "event joinRTCStart", "event remoteUserRecvCall",
+    "connecting/remoteAccepted", "event recvRemoteFirstFrame", "connected/recvRemoteFirstFrame",
+    "onCallConnected", "prepared/localHangup", "onCallDisconnected 1 4000",
+  ]);
+  assert.deepEqual(engine.names().slice(2), ["join", "selectRemote", "reveal", "leave"]);
+  assert.deepEqual(engine.calls.find(([name]) => name === "join")[1], { role: "caller", callType: "video", credentials: {} });
+  assert.deepEqual(engine.calls.find(([name]) => name === "selectRemote"), ["selectRemote", "bob-phone"]);
+  assert.deepEqual(socket.sent("hangup"), [{ type: "hangup", call_id: "c1", reason: "" }]);
+  assert.equal(api.getCallId(), "");
+});
+
+for (const [label, listener, joinsWhileRinging] of [
+  ["no canJoinRtcOnCalling", {}, true],
+  ["canJoinRtcOnCalling true", { canJoinRtcOnCalling: () => true }, true],
+  ["canJoinRtcOnCalling false", { canJoinRtcOnCalling: () => false }, false],
+]) {
+  test(`the callee with ${label} joins the media ${joinsWhileRinging ? "while ringing" : "on accept"}`, async () => {
+    // given
+    const { api, socket, engine } = await makeApi({ user: BOB, listener });
+    socket.replies.accept = { channel: "duet-c2", media: {} };
+    // when
+    socket.event(state("c2", "calling", "remoteVideoCall"));
+    // then
+    assert.deepEqual(engine.names().includes("join"), joinsWhileRinging);
+    // when
+    await api.accept(1);
+    // then
+    assert.deepEqual(engine.calls.filter(([name]) => name === "join"),
+                     [["join", { role: "callee", callType: "video", credentials: null }]]);
+    assert.deepEqual(socket.sent("accept"), [{ type: "accept", call_id: "c2" }]);
+  });
+}
+
+test("the first remote frame is reported once with the cost nodes; other milestones wait for connected", async () => {
+  // given
+  const { api, socket, engine, tick } = await makeApi({ user: BOB });
+  socket.event(state("c3", "calling", "remoteVideoCall"));
+  // when
+  tick(100);
+  engine.emit("localFrame");
+  tick(50);
+  engine.emit("joined");
+  tick(20);
+  engine.emit("firstRemoteFrame", { device: "alice-laptop" });
+  engine.emit("firstRemoteFrame", { device: "alice-laptop" });
+  // then
+  assert.deepEqual(socket.sent("media").map(({ milestone, costs }) => [milestone, costs]), [
+    ["first_remote_frame", { captureFirstLocalFrame: 100, localUserJoinChannel: 150, recvFirstFrame: 170 }],
+  ]);
+  // when
+  tick(1000);
+  await api.accept(1);
+  socket.event(state("c3", "connecting", "localAccepted", { active_device: "bob-web" }));
+  socket.event(state("c3", "connected", "localAccepted", { active_device: "bob-web" }));
+  // then
+  assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone),
+                   ["first_remote_frame", "local_frame", "joined"]);
+  assert.deepEqual(api.getCallCosts().toJSON(), { captureFirstLocalFrame: 100, localUserJoinChannel: 150,
+                                                  recvFirstFrame: 170, acceptCall: 1170, connected: 1170 });
+});
+
+test("firstFrameWaittingDisabled reports the first frame as soon as the call is accepted", async () => {
+  // given
+  const { socket } = await makeApi({ user: BOB, prepare: { firstFrameWaittingDisabled: true } });
+  socket.event(state("c4", "calling", "remoteVideoCall"));
+  // when
+  socket.event(state("c4", "connecting", "localAccepted", { active_device: "bob-web" }));
+  // then
+  assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone), ["first_remote_frame"]);
+});
+
+test("a busy callee ends the dialed call at once", async () => {
+  // given
+  const { api, socket, engine, seen } = await makeApi();
+  socket.replies.call = { call_id: "c5", channel: "duet-c5", media: {}, outcome: "busy" };
+  await api.call(2);
+  seen.length = 0;
+  // when
+  socket.event(state("c5", "prepared", "remoteCallBusy"));
+  socket.event(callEvent("c5", "remoteCallBusy"));
+  // then
+  assert.deepEqual(seen, ["prepared/remoteCallBusy", "event remoteCallBusy"]);
+  assert.deepEqual(engine.names().at(-1), "leave");
+  assert.equal(api.state, "prepared");
+});
+
+test("the end of a call this device is not in changes nothing", async () => {
+  // given
+  const { api, socket, seen } = await makeApi({ user: BOB });
+  socket.event(state("c6", "calling", "remoteVideoCall"));
+  seen.length = 0;
+  // when
+  socket.event(state("old-call", "prepared", "remoteCancelled"));
+  // then
+  assert.deepEqual(seen, []);
+  assert.equal(api.getCallId(), "c6");
+});
+
+test("another device answering ends the call here with answeredElsewhere", async () => {
+  // given
+  const { socket, engine, seen } = await makeApi({ user: BOB });
+  socket.event(state("c7", "calling", "remoteVideoCall"));
+  seen.length = 0;
+  // when
+  socket.event(state("c7", "prepared", "answeredElsewhere", { active_device: "bob-phone" }));
+  // then
+  assert.deepEqual(seen, ["prepared/answeredElsewhere"]);
+  assert.equal(engine.names().at(-1), "leave");
+  assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone), ["left"]);
+});
+
+test("signals reach the engine only for the current call", async () => {
+  // given
+  const { socket, engine } = await makeApi({ user: BOB });
+  socket.event(state("c8", "calling", "remoteVideoCall"));
+  // when
+  socket.event({ type: "event", seq: ++seq, name: "call.signal", call_id: "c8", from_device: "a1",
+                 payload: { kind: "answer" } });
+  socket.event({ type: "event", seq: ++seq, name: "call.signal", call_id: "other", from_device: "a1",
+                 payload: { kind: "answer" } });
+  // then
+  assert.deepEqual(engine.calls.filter(([name]) => name === "handleSignal"),
+                   [["handleSignal", "a1", { kind: "answer" }]]);
+});
+
+test("a reloaded caller resumes its connected call from hello's active_call and asks for a new offer", async () => {
+  // given: the page had handled events; replayed ones are stale
+  const active = state("c9", "connected", "recvRemoteFirstFrame", { active_device: "bob-web" });
+  // when
+  const { api, socket, engine, seen } = await makeApi({
+    hello: { active_call: active, flags: { firstTime: true, pageResume: true } } });
+  socket.event(state("c9", "calling", "localVideoCall"), { replayed: true, stale: true });
+  // then
+  assert.equal(api.getCallId(), "c9");
+  assert.deepEqual(seen.filter((line) => line.includes("/")), ["prepared/none", "connected/recvRemoteFirstFrame"]);
+  assert.deepEqual(engine.names().slice(1), ["join", "restart", "selectRemote", "reveal"]);
+});
+
+test("a call that ended while the device was away ends here at the next hello", async () => {
+  // given
+  const { api, socket, engine, seen } = await makeApi({ user: BOB });
+  socket.event(state("c10", "calling", "remoteVideoCall"));
+  seen.length = 0;
+  // when
+  socket.hello({ ...HELLO, user: BOB }, { firstTime: false, pageResume: false });
+  // then
+  assert.deepEqual(seen, ["presence 2 online", "prepared/none"]);
+  assert.equal(engine.names().at(-1), "leave");
+  assert.equal(api.getCallId(), "");
+});
+
+test("a refused intent reports onCallError and the stateMismatch event", async () => {
+  // given
+  const errors = [];
+  const { api, socket, seen } = await makeApi({ user: BOB,
+    listener: { onCallError: (...args) => errors.push(args) } });
+  socket.event(state("c11", "calling", "remoteVideoCall"));
+  socket.replies.accept = Object.assign(new Error("x"), { code: "state_mismatch", reason: "the call has ended" });
+  seen.length = 0;
+  // when
+  await assert.rejects(api.accept(1), { code: "state_mismatch" });
+  // then
+  assert.deepEqual(seen, ["event stateMismatch"]);
+  assert.deepEqual(errors, [["sendMessageFail", "message", "state_mismatch", "the call has ended"]]);
+});
+
+test("mute and token renewal go to the engine", async () => {
+  // given
+  const { api, socket, engine } = await makeApi({ user: BOB });
+  socket.event(state("c12", "calling", "remoteVideoCall"));
+  socket.replies.token = { media: { token: "fresh" } };
+  // when
+  api.muteLocalAudio(true);
+  api.muteLocalVideo(false);
+  await api.renewToken();
+  // then
+  assert.deepEqual(engine.calls.slice(-3), [["setLocalAudioMuted", true], ["setLocalVideoMuted", false],
+                                            ["renewToken", "fresh"]]);
+  assert.deepEqual(socket.sent("token"), [{ type: "token", call_id: "c12" }]);
+});
+
+test("deinitialize ends a ringing call, tears the media down and closes the socket", async () => {
+  // given
+  const { api, socket, engine, seen } = await makeApi({ user: BOB });
+  socket.event(state("c13", "calling", "remoteVideoCall"));
+  seen.length = 0;
+  // when
+  await api.deinitialize();
+  // then
+  assert.deepEqual(socket.sent("reject"), [{ type: "reject", call_id: "c13", reason: "deinitialize" }]);
+  assert.equal(socket.stopped, true);
+  assert.equal(engine.names().at(-1), "leave");
+  assert.deepEqual(seen, ["event deinitialize"]);
+  assert.equal(api.state, "idle");
+});
