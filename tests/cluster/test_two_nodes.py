@@ -234,16 +234,23 @@ def test_glare_across_two_nodes_ends_in_one_call(cluster, people):
     asyncio.run(scenario())
 
 
+async def accepted_across(one: str, two: str, users, cookies):
+    """alice on node one calls bob on node two, who accepts."""
+    alice = await client_on(one, cookies["alice"], "alice-1")
+    bob = await client_on(two, cookies["bob"], "bob-1")
+    call_id = (await alice.request("call", to=users["bob"].pk, call_type="video"))["call_id"]
+    await bob.event("call.state", state="calling")
+    await bob.request("accept", call_id=call_id)
+    await alice.event("call.state", state="connecting")
+    return alice, bob, call_id
+
+
 def test_a_node_killed_mid_call_and_its_client_moves_to_the_other(cluster, people):
     users, cookies = people
     one, two = cluster.start_node("one"), cluster.start_node("two")
 
     async def scenario():
-        alice = await client_on(one, cookies["alice"], "alice-1")
-        bob = await client_on(two, cookies["bob"], "bob-1")
-        call_id = (await alice.request("call", to=users["bob"].pk, call_type="video"))["call_id"]
-        await bob.event("call.state", state="calling")
-        await bob.request("accept", call_id=call_id)
+        alice, bob, call_id = await accepted_across(one, two, users, cookies)
         for client in (alice, bob):
             await client.request("media", call_id=call_id, milestone="first_remote_frame")
         await alice.event("call.state", state="connected")
@@ -269,12 +276,7 @@ def test_a_client_lost_with_its_node_ends_the_call_after_the_grace(cluster, peop
     one, two = cluster.start_node("one"), cluster.start_node("two")
 
     async def scenario():
-        alice = await client_on(one, cookies["alice"], "alice-1")
-        bob = await client_on(two, cookies["bob"], "bob-1")
-        call_id = (await alice.request("call", to=users["bob"].pk, call_type="video"))["call_id"]
-        await bob.event("call.state", state="calling")
-        await bob.request("accept", call_id=call_id)
-        await alice.event("call.state", state="connecting")
+        alice, bob, call_id = await accepted_across(one, two, users, cookies)
         seq = alice.last_seq
 
         cluster.kill("two")  # bob's socket dies with the node and he never comes back

@@ -185,13 +185,19 @@ async def connected_call(a, b, callee):
     return call_id
 
 
-async def test_a_participant_back_within_the_grace_continues(opened, alice, bob):
+async def bob_drops_out_of_a_call(opened, alice, bob):
+    """A connected call whose callee's only device disconnects."""
     a = await opened(alice)
     b = await opened(bob, device_id="bob-only")
     call_id = await connected_call(a, b, bob)
     last_seq = b.events[-1]["seq"]
     await b.close()
     assert summary(await a.take_events(1)) == [("event", "remoteReconnecting")]
+    return a, call_id, last_seq
+
+
+async def test_a_participant_back_within_the_grace_continues(opened, alice, bob):
+    a, call_id, last_seq = await bob_drops_out_of_a_call(opened, alice, bob)
     back = await opened(bob, device_id="bob-only", last_seq=last_seq)
     assert summary(await a.take_events(1)) == [("event", "remoteReconnected")]
     assert back.hello_data["active_call"]["state"] == "connected"
@@ -204,12 +210,7 @@ async def test_a_participant_back_within_the_grace_continues(opened, alice, bob)
 
 
 async def test_a_participant_not_back_within_the_grace_loses_the_call(opened, alice, bob):
-    a = await opened(alice)
-    b = await opened(bob, device_id="bob-only")
-    call_id = await connected_call(a, b, bob)
-    last_seq = b.events[-1]["seq"]
-    await b.close()
-    assert summary(await a.take_events(1)) == [("event", "remoteReconnecting")]
+    a, call_id, last_seq = await bob_drops_out_of_a_call(opened, alice, bob)
     # the grace task's service (the two-node test runs it through a real worker)
     await database_sync_to_async(services.call_connection_lost)(call_id=call_id, user_id=bob.pk)
     assert summary(await a.take_events(1)) == [("state", "prepared", "remoteConnectionLost")]
