@@ -59,4 +59,6 @@ test("cost nodes keep their first time, in ms since the start", () => {
   assert.deepEqual(costs.toJSON(), { recvFirstFrame: 120 });
   assert.deepEqual(timingRows(costs.toJSON(), { connected: 900 }, "callee"),
                    [["First remote frame", 120], ["Connected (server)", 900]]);
+  assert.deepEqual(timingRows({ acceptCall: 2000, connected: 2040 }, {}, "callee"),
+                   [["You answered", 2000], ["Connected", 2040], ["Answer to connected", 40]]);
 });

@@ -62,6 +62,7 @@ export class CallApi {
     this.callInfo = null;
     this.role = null;
     this.callType = null;
+    this.credentials = null;
     this.selectedDevice = null;
     this.mediaJoined = false;
     this.firstFrameReported = false;
@@ -306,6 +307,7 @@ export class CallApi {
     }
     this.callInfo = info;
     if (state === this.state && !isNewCall && !resume) return;
+    if (state === CallStateType.connected) this.costs.mark(CostNode.connected);
     this._setState(state, reason, event.event_reason ?? "", info);
     this._driveMedia(state, info, { resume, isNewCall });
   }
@@ -331,7 +333,6 @@ export class CallApi {
     }
     if (state === CallStateType.connected) {
       this.connectedAt = this.now();
-      this.costs.mark(CostNode.connected);
       this.engine.reveal();
       for (const frame of this.deferredReports.splice(0)) this._send("media", frame);
       this._notify("onCallConnected", info.channel, info.caller?.id, this.user?.id, Date.now());
