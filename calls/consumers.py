@@ -37,6 +37,10 @@ RESEND_MAX_S = 8.0
 # ... until it is this old: by then the call it concerns has ended or timed out, and a device
 # that is still connected but silent will get it on its next hello.
 RESEND_GIVE_UP_S = 60.0
+# A device may send this many frames a second on average, in bursts of up to FRAME_BURST (acks
+# included: a client acks each event, and a call's set-up is a burst of signals and milestones).
+FRAME_RATE_PER_S = 50.0
+FRAME_BURST = 200
 # Close code for a socket without a signed-in user (the spec's "unauthenticated").
 CLOSE_UNAUTHENTICATED = 4401
 INCOMING_CALL_REASONS = ("remoteVideoCall", "remoteAudioCall")
@@ -52,6 +56,8 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         self.resend_task: asyncio.Task | None = None
         self.watched: set[int] = set()
         self.presence_sent: dict[int, str] = {}
+        self.allowance = float(FRAME_BURST)
+        self.allowance_at = time.monotonic()
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -77,6 +83,28 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         except ProtocolError as error:
             await self.send_json(reply_error(error.frame_id, error.code, error.message))
             return
+        if not self._within_rate():
+            if frame.type != "ack":
+                await self.send_json(reply_error(frame.id, "rate_limited",
+                                                 "too many frames; slow down"))
+            return
+        try:
+            await self._dispatch(frame)
+        except Exception:  # the socket's boundary: answer and keep the device connected
+            log.exception("unexpected error handling a %s frame", frame.type)
+            if frame.type != "ack":
+                await self.send_json(reply_error(frame.id, "internal", "the server failed"))
+
+    def _within_rate(self) -> bool:
+        now = time.monotonic()
+        self.allowance = min(FRAME_BURST, self.allowance + (now - self.allowance_at) * FRAME_RATE_PER_S)
+        self.allowance_at = now
+        if self.allowance < 1:
+            return False
+        self.allowance -= 1
+        return True
+
+    async def _dispatch(self, frame) -> None:
         if frame.type == "ack":
             if self.device_id is not None:
                 await self.on_ack(**frame.fields)
@@ -145,6 +173,8 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
                     call_id=call_id, device_id=self.device_id)
             except ServiceError:
                 pass  # the call is gone: nothing to confirm
+            except DatabaseError:
+                log.exception("could not record the delivery of call %s", call_id)
 
     async def presence_changed(self, message):
         """A watched user's status changed (calls.devices.presence_publish)."""

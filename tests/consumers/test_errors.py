@@ -182,3 +182,33 @@ async def test_error_replies_are_kept_for_resent_frames(pair):
     again = await a.request("cancel", frame_id="same-frame", call_id="f" * 32)
     assert first == again and first["error"]["code"] == "not_found"
     assert await database_sync_to_async(ClientFrame.objects.filter(frame_id="same-frame").count)() == 1
+
+
+async def test_a_flood_of_frames_is_rate_limited_and_changes_nothing(pair, monkeypatch):
+    from calls import consumers
+
+    a, b = pair
+    # no refill during the test: exactly the burst allowance gets through
+    monkeypatch.setattr(consumers, "FRAME_RATE_PER_S", 0.0)
+    before = await snapshot()
+    flood = await Device.open(a.user)
+    ids = [await flood.send("token", call_id="f" * 32) for _ in range(consumers.FRAME_BURST + 5)]
+    codes = [(await flood.reply(frame_id))["error"]["code"] for frame_id in ids]
+    assert codes == ["not_found"] * (consumers.FRAME_BURST - 1) + ["rate_limited"] * 6
+    assert await snapshot() == before
+    await flood.close()
+
+
+async def test_an_unexpected_failure_answers_internal_and_keeps_the_socket(pair, monkeypatch):
+    from calls import consumers
+
+    a, _ = pair
+
+    def broken(ctx, **fields):
+        raise RuntimeError("simulated defect")
+
+    # a defect in a handler, which no client input can provoke on purpose
+    monkeypatch.setitem(consumers.FRAME_HANDLERS, "token", broken)
+    reply = await a.request("token", call_id="f" * 32)
+    assert reply["error"]["code"] == "internal"
+    assert (await a.request("cancel", call_id="f" * 32))["error"]["code"] == "not_found"
