@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { CallApi } from "../duet/callapi/call-api.js";
-import { FakeCallSocket, FakeEngine, settle } from "./doubles.mjs";
+import { MILESTONE_REPORT_DELAY_MS } from "../duet/callapi/call-api.js";
+import { FakeCallSocket, FakeEngine, ManualClock } from "./doubles.mjs";
 
 const ALICE = { id: 1, username: "alice", display_name: "Alice" };
 const BOB = { id: 2, username: "bob", display_name: "Bob" };
@@ -25,8 +26,9 @@ async function makeApi({ user = ALICE, listener = {}, hello = {}, prepare = {} }
   const socket = new FakeCallSocket();
   const engine = new FakeEngine();
   let clock = 1000;
+  const timers = new ManualClock();
   const api = new CallApi({ createSocket: () => socket, createEngine: async () => engine,
-                            now: () => clock });
+                            now: () => clock, timers });
   const seen = [];
   api.addListener({
     onCallStateChanged: (s, reason) => seen.push(`${s}/${reason}`),
@@ -40,7 +42,7 @@ async function makeApi({ user = ALICE, listener = {}, hello = {}, prepare = {} }
   const ready = api.initialize({ socketUrl: "ws://x" });
   socket.hello({ ...HELLO, user, ...hello }, hello.flags);
   await ready;
-  return { api, socket, engine, seen, tick: (ms) => { clock += ms; } };
+  return { api, socket, engine, seen, timers, tick: (ms) => { clock += ms; } };
 }
 
 test("prepareForCall makes an idle client prepared; hello's presence reaches the listener", async () => {
@@ -116,7 +118,7 @@ for (const [label, listener, joinsWhileRinging] of [
 
 test("the first remote frame is reported once with the cost nodes; other milestones wait for connected", async () => {
   // given
-  const { api, socket, engine, tick } = await makeApi({ user: BOB });
+  const { api, socket, engine, tick, timers } = await makeApi({ user: BOB });
   socket.event(state("c3", "calling", "remoteVideoCall"));
   // when
   tick(100);
@@ -135,6 +137,10 @@ test("the first remote frame is reported once with the cost nodes; other milesto
   await api.accept(1);
   socket.event(state("c3", "connecting", "localAccepted", { active_device: "bob-web" }));
   socket.event(state("c3", "connected", "localAccepted", { active_device: "bob-web" }));
+  // then
+  assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone), ["first_remote_frame"]);
+  // when
+  timers.advance(MILESTONE_REPORT_DELAY_MS);
   // then
   assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone),
                    ["first_remote_frame", "local_frame", "joined"]);

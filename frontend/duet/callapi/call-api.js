@@ -27,6 +27,11 @@ const MILESTONE_OF = {
   [MediaEngineEvent.remoteLeft]: ["remote_left", null, CallEvent.remoteLeft],
 };
 
+// Milestones that only inform the call record are sent this long after connected: at connected
+// the server is still delivering the accept's events, and on the embedded default every socket's
+// database work runs on one thread.
+export const MILESTONE_REPORT_DELAY_MS = 1500;
+
 export const DEFAULT_PREPARE_CONFIG = Object.freeze({
   localView: null,
   remoteView: null,
@@ -41,7 +46,8 @@ export class CallApi {
    * @param {(config) => CallSocket} parts.createSocket
    * @param {(media, options) => Promise<engine>} parts.createEngine
    */
-  constructor({ createSocket, createEngine, now = epochNow }) {
+  constructor({ createSocket, createEngine, now = epochNow, timers = globalThis }) {
+    this.timers = timers;
     this.createSocket = createSocket;
     this.createEngine = createEngine;
     this.now = now;
@@ -334,7 +340,7 @@ export class CallApi {
     if (state === CallStateType.connected) {
       this.connectedAt = this.now();
       this.engine.reveal();
-      for (const frame of this.deferredReports.splice(0)) this._send("media", frame);
+      this._flushDeferredReports();
       this._notify("onCallConnected", info.channel, info.caller?.id, this.user?.id, Date.now());
     }
   }
@@ -446,8 +452,19 @@ export class CallApi {
    */
   _report(milestone, extra = {}, { deferred = false } = {}) {
     const frame = { call_id: this.callId, milestone, at_ms: Math.round(Date.now()), ...extra };
-    if (deferred && this.state !== CallStateType.connected) this.deferredReports.push(frame);
+    if (deferred && (this.state !== CallStateType.connected || this.deferredReports.length)) {
+      this.deferredReports.push(frame);
+    }
     else this._send("media", frame);
+  }
+
+  /** Send the deferred milestones a moment after connected, when the accept's work is done. */
+  _flushDeferredReports() {
+    const callId = this.callId;
+    this.timers.setTimeout(() => {
+      if (callId !== this.callId) return; // the call ended: the server takes no more milestones
+      for (const frame of this.deferredReports.splice(0)) this._send("media", frame);
+    }, MILESTONE_REPORT_DELAY_MS);
   }
 
   _send(type, frame) {
