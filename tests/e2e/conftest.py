@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Person
+from tests.e2e.support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, RECONNECT_GRACE_S, Person
 
 ROOT = Path(__file__).resolve().parents[2]
 # How long the server may take to migrate and start answering.
@@ -54,7 +54,8 @@ def _server_env(var_dir: Path) -> dict:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(STRIPPED_ENV_PREFIXES)}
     env.update(DUET_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="project.settings",
-               DUET_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+               DUET_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1",
+               DUET_RECONNECT_GRACE_S=str(RECONNECT_GRACE_S))
     return env
 
 

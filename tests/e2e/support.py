@@ -11,6 +11,9 @@ CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
 ]
 PASSWORD = "pw-duet"
+# The test server waits this long for a participant whose devices all vanished (20 s in
+# production): long enough for a page reload, short enough for the connection-lost test.
+RECONNECT_GRACE_S = 4
 # How long a step of a call may take in the browser tests (a call event, a first frame).
 STEP_MS = 10_000
 # Frame callbacks a playing video must fire to count as decoding (the fake camera runs ~20 fps).

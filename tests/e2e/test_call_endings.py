@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
+from tests.e2e.support import RECONNECT_GRACE_S
+
 # The shortest ring the protocol allows (timeout_ms 5000..120000): the "no answer" test waits it.
 SHORT_RING_S = 5
 NO_ANSWER_WAIT_MS = (SHORT_RING_S + 10) * 1000
+CONNECTION_LOST_WAIT_MS = (RECONNECT_GRACE_S + 10) * 1000
 
 
 def test_caller_cancels_once_the_callee_rings(users, open_person):
@@ -123,3 +126,21 @@ def test_lobby_presence_follows_sign_in_calls_and_sign_out(users, open_person):
     bob.close()
     # then
     expect(bob_row).to_have_attribute("data-status", "offline")
+
+
+def test_a_callee_who_vanishes_mid_call_ends_it_as_connection_lost(users, open_person):
+    # given
+    alice = open_person(users.alice)
+    bob = open_person(users.bob)
+    alice.call(users.bob, "video")
+    bob.click("#accept")
+    alice.expect_state("connected")
+    # when: bob's browser goes away and does not come back
+    bob.close()
+    # then
+    expect(alice.page.locator("#call-notice")).to_have_text(
+        f"{users.bob.name} lost their connection. Waiting for them…")
+    alice.expect_state("prepared", "remoteConnectionLost", timeout=CONNECTION_LOST_WAIT_MS)
+    alice.expect_toast(f"Lost the connection to {users.bob.name}. The call ended.")
+    expect(alice.page.locator("#call-notice")).to_be_hidden()
+    assert alice.peer_connection_count() == 0
