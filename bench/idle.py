@@ -18,9 +18,12 @@ floor's memory per connection on the same layer.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import WebSocketException
 
 from bench import pace, procstat
 from bench.load import CycleLoad
@@ -28,6 +31,9 @@ from bench.wire import LoadClient, ReplyError
 
 # Sockets connected before the baseline is read.
 WARM_CONNECTIONS = 20
+# Sockets opening at once. Each waits in daphne for the process's one database thread (session,
+# user, hello); daphne drops a socket not accepted within 5 s, so the burst is kept small.
+CONNECT_CONCURRENCY = 10
 # How long the server gets to finish the work of the last connections before RSS is read.
 SETTLE_S = 3.0
 
@@ -56,18 +62,23 @@ async def main(job: dict) -> dict:
             fields = {} if watch == "default" else {"watch": []}
             await client.connect(**fields)
             clients.append(client)
-        except (OSError, asyncio.TimeoutError, ReplyError, ConnectionError) as error:
+        except (OSError, asyncio.TimeoutError, ReplyError, ConnectionError,
+                WebSocketException) as error:
             if len(failures) < 20:
                 failures.append(f"{index}: {type(error).__name__}: {error}")
 
     async def connect_range(start: int, stop: int) -> None:
-        await pace.gather_bounded([lambda i=i: open_one(i) for i in range(start, stop)])
+        await pace.gather_bounded([lambda i=i: open_one(i) for i in range(start, stop)],
+                                 CONNECT_CONCURRENCY)
 
     rss_start = procstat.rss_kib(pid)
     started = time.monotonic()
     await connect_range(0, WARM_CONNECTIONS)
     await asyncio.sleep(SETTLE_S)
     baseline = procstat.rss_kib(pid)
+    probe_memory = job.get("memprobe", False)
+    if probe_memory:
+        os.kill(pid, signal.SIGUSR1)  # bench/memprobe.py: the baseline snapshot
     points = []
     done = WARM_CONNECTIONS
     for checkpoint in checkpoints:
@@ -77,6 +88,9 @@ async def main(job: dict) -> dict:
         await asyncio.sleep(SETTLE_S)
         rss = procstat.rss_kib(pid)
         connected = len(clients)
+        if probe_memory:
+            os.kill(pid, signal.SIGUSR1)
+            await asyncio.sleep(SETTLE_S)  # the snapshot takes a while with many sockets
         points.append({
             "target": checkpoint, "connected": connected,
             "connect_elapsed_s": round(elapsed, 1),

@@ -154,7 +154,12 @@ def start_servers(args, processes: Processes, *, app: str) -> list[str]:
     urls = []
     for node in range(1, args.nodes + 1):
         port = BASE_PORT + node
-        if app == "duet":
+        if app == "duet" and args.memprobe and node == 1:
+            command = [str(VENV_BIN / "python"), "-m", "bench.memprobe", "-b", "127.0.0.1",
+                       "-p", str(port), "project.asgi:application"]
+            env = {**env, "DUET_BENCH_MEMPROBE_OUT": str(RESULTS_DIR / "profiles" / f"{processes.run_name}-mem")}
+            (RESULTS_DIR / "profiles").mkdir(parents=True, exist_ok=True)
+        elif app == "duet":
             command = [str(VENV_BIN / "python"), "manage.py", "serve", "--port", str(port)]
         else:
             command = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
@@ -306,7 +311,7 @@ def run_once(args, command_line: str) -> dict:
             module = "bench.idle"
             job.update(users=users, url=urls[0] if app == "duet" else urls[0].replace("http", "ws", 1),
                        checkpoints=args.checkpoints, target=args.target, watch=args.watch,
-                       hold_s=args.hold)
+                       hold_s=args.hold, memprobe=args.memprobe)
         job_path = job_dir / "job.json"
         job_path.write_text(json.dumps(job))
         profiler = None
@@ -437,6 +442,9 @@ def parse(argv: list[str]):
                         help="cycle: then run the relay at the cycle run's event frame rate and "
                              "record the ratios")
     parser.add_argument("--profile", action="store_true", help="py-spy record node1 in the window")
+    parser.add_argument("--memprobe", action="store_true",
+                        help="idle: run node1 under tracemalloc (bench/memprobe.py) and report "
+                             "where memory grew at each checkpoint")
     parser.add_argument("--env", action="append", help="NAME=VALUE for the servers (repeatable)")
     parser.add_argument("--label", default="")
     parser.add_argument("--summary-only", action="store_true",
