@@ -104,23 +104,29 @@ PUBLISH_ERRORS = (OSError, TimeoutError, ChannelFull, RedisError)
 
 
 def send_to_group(group: str, message: dict) -> None:
+    """Send to a group from synchronous code, never waiting forever.
+
+    In a web process the send runs on the server's loop (the layer's connections and the
+    in-memory layer's queues belong to it), bounded by HOME_LOOP_SEND_TIMEOUT_S: a loop that is
+    shutting down must not hang the thread (and so the process's exit). Elsewhere (a Celery
+    worker process) the send gets a loop of its own.
+    """
     layer = get_channel_layer()
     if layer is None:
         return
+    home = _home_loop
     try:
-        home = _home_loop
-        if home is not None and home.is_running() and not _inside_async_to_sync_of(home):
+        if home is not None and not home.is_closed():
+            if not home.is_running():
+                log.warning("dropping a publication to %s: the server loop has stopped", group)
+                return
             future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), home)
-            future.result(HOME_LOOP_SEND_TIMEOUT_S)
+            try:
+                future.result(HOME_LOOP_SEND_TIMEOUT_S)
+            except TimeoutError:
+                future.cancel()
+                raise
         else:
             async_to_sync(layer.group_send)(group, message)
     except PUBLISH_ERRORS:  # a lost publication is recovered by re-send and replay
         log.exception("publishing to %s failed; clients will recover it by replay", group)
-
-
-def _inside_async_to_sync_of(loop: asyncio.AbstractEventLoop) -> bool:
-    """True in a thread that sync_to_async started from ``loop`` (async_to_sync returns there)."""
-    from asgiref.sync import SyncToAsync
-
-    main_loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    return main_loop is loop

@@ -14,8 +14,9 @@ A :class:`ServiceError` leaves the database as it was; its ``code`` is the wire 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -56,8 +57,41 @@ class ConcurrentUpdate(ServiceError):
         super().__init__("internal", f"call {call_id} changed concurrently")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    """Milliseconds since the epoch, rounded down (exact: no float on the way)."""
+    return ((moment - _EPOCH) // _MICROSECOND) // 1000
+
+
+def to_ms_ceil(moment: datetime) -> int:
+    """Milliseconds since the epoch, rounded up: for deadlines, never earlier than the moment."""
+    return -(-((moment - _EPOCH) // _MICROSECOND) // 1000)
+
+
+def whole_ms(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
+
+
+STAMP_FIELDS = (
+    "created_at", "delivered_at", "accepted_at", "caller_joined_at", "callee_joined_at",
+    "caller_published_at", "callee_published_at", "caller_first_frame_at",
+    "callee_first_frame_at", "caller_connected_at", "callee_connected_at", "connected_at",
+    "ended_at",
+)
+
+
+def call_moment(call: CallSession | None, now: datetime | None = None) -> datetime:
+    """When an input is applied to ``call``: the time read once its locks are held, in whole
+    milliseconds, and never before anything already on the call's timeline (an input that waited
+    for a lock is stamped after what it waited for)."""
+    moment = whole_ms(now or timezone.now())
+    if call is None:
+        return moment
+    stamps = [value for value in (getattr(call, name) for name in STAMP_FIELDS) if value]
+    return max([moment, *stamps])
 
 
 def from_ms(value: int) -> datetime:
@@ -99,7 +133,7 @@ def lock_calls(pks) -> dict[int, CallSession]:
 def to_snapshot(call: CallSession) -> CallSnapshot:
     return CallSnapshot(
         phase=Phase(call.phase), call_type=CallType(call.call_type), caller_id=call.caller_id,
-        callee_id=call.callee_id, deadline_ms=to_ms(call.deadline_at),
+        callee_id=call.callee_id, deadline_ms=to_ms_ceil(call.deadline_at),
         caller_device=call.caller_device or None, callee_device=call.callee_device or None,
         delivered=call.delivered_at is not None, caller_has_frame=call.caller_has_frame,
         callee_frame_devices=frozenset(call.callee_frame_devices),
@@ -312,7 +346,6 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
                room_id: int | None = None, now: datetime | None = None) -> CallStarted:
     from django.conf import settings
 
-    now = now or timezone.now()
     call_type = CallType(call_type)
     timeout_ms = timeout_ms or settings.DUET_RING_TIMEOUT_MS
     if callee_id == caller.pk:
@@ -326,6 +359,7 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
         calls = lock_calls([profiles[caller.pk].active_call_id, profiles[callee_id].active_call_id])
         caller_call = calls.get(profiles[caller.pk].active_call_id)
         callee_call = calls.get(profiles[callee_id].active_call_id)
+        now = max(call_moment(caller_call, now), call_moment(callee_call, now))
         try:
             decision = decide_dial(
                 caller_id=caller.pk, callee_id=callee_id, call_type=call_type,
@@ -385,17 +419,20 @@ def _participants(call_id: str) -> tuple[int, int]:
     return row
 
 
-def _step_call(*, call_id: str, inp: Input, now: datetime, record: Record,
+def _step_call(*, call_id: str, inp: Input, now: datetime | None, record: Record,
                reason_text: str = "", check_user: int | None = None,
                annotate=None) -> CallSession:
-    """Step one call under its locks. ``annotate(call, side)`` may record non-rule facts on the
-    locked row first (milestone times, client costs) and returns the names of fields it set."""
+    """Step one call under its locks, at :func:`call_moment`. ``annotate(call, side, moment)`` may
+    record non-rule facts on the locked row (milestone times, client costs) and returns the names
+    of the fields it set."""
     participants = _participants(call_id)
     if check_user is not None and check_user not in participants:
         raise ServiceError("forbidden", "you are not a participant of this call")
     with transaction.atomic():
         profiles = lock_profiles(participants)
         call = CallSession.objects.select_for_update().get(call_id=call_id)
+        now = call_moment(call, now)
+        inp = replace(inp, now_ms=to_ms(now))
         before = to_snapshot(call)
         try:
             transition = step(before, inp)
@@ -403,7 +440,7 @@ def _step_call(*, call_id: str, inp: Input, now: datetime, record: Record,
             raise ServiceError(violation.code, violation.message) from None
         changed = set()
         if annotate is not None:
-            changed = annotate(call, before.side_of(check_user))
+            changed = annotate(call, before.side_of(check_user), now)
         if transition.call == before and not transition.effects and not changed:
             return call  # an input that no longer applies: nothing to record
         outbox = Outbox(now)
@@ -416,11 +453,9 @@ def _step_call(*, call_id: str, inp: Input, now: datetime, record: Record,
 def _intent(kind: InputKind, *, user, device_id: str, call_id: str, now: datetime | None,
             reason: str = "", payload: dict | None = None, milestone: Milestone | None = None,
             annotate=None) -> CallSession:
-    now = now or timezone.now()
     return _step_call(
         call_id=call_id, now=now, reason_text=reason, check_user=user.pk, annotate=annotate,
-        inp=Input(kind, user_id=user.pk, device_id=device_id, milestone=milestone,
-                  now_ms=to_ms(now)),
+        inp=Input(kind, user_id=user.pk, device_id=device_id, milestone=milestone),
         record=Record(kind.value, user.pk, device_id, payload or ({"reason": reason} if reason else {})))
 
 
@@ -443,9 +478,9 @@ def call_hangup(*, user, device_id: str, call_id: str, reason: str = "",
 
 
 def call_accept(*, user, device_id: str, call_id: str, now: datetime | None = None) -> dict:
-    now = now or timezone.now()
     call = _intent(InputKind.accept, user=user, device_id=device_id, call_id=call_id, now=now)
-    credentials = media.credentials_for(channel=call.channel, user_id=user.pk, now_ms=to_ms(now))
+    credentials = media.credentials_for(channel=call.channel, user_id=user.pk,
+                                        now_ms=to_ms(now or timezone.now()))
     if credentials.expires_at_ms is not None:
         # The caller's token, issued at the call's start, is the first to expire.
         first_expiry = call.created_at + timedelta(seconds=_token_ttl_s())
@@ -502,7 +537,6 @@ def call_report_media(*, user, device_id: str, call_id: str, milestone: Mileston
                       costs: dict[str, int] | None = None,
                       now: datetime | None = None) -> CallSession:
     """A device reports a media milestone, optionally with its client-measured cost nodes."""
-    now = now or timezone.now()
     payload = {"milestone": milestone.value}
     if at_ms is not None:
         payload["at_ms"] = at_ms
@@ -511,12 +545,12 @@ def call_report_media(*, user, device_id: str, call_id: str, milestone: Mileston
     if costs:
         payload["costs"] = costs
 
-    def annotate(call: CallSession, side: Side) -> set[str]:
+    def annotate(call: CallSession, side: Side, moment: datetime) -> set[str]:
         changed = set()
         suffix = MILESTONE_FIELDS.get(milestone)
         name = f"{side.value}_{suffix}" if suffix else None
         if name and getattr(call, name) is None:  # the first report counts
-            setattr(call, name, now)
+            setattr(call, name, moment)
             changed.add(name)
         if costs:
             merged = {**call.costs, side.value: {**call.costs.get(side.value, {}), **costs}}
@@ -531,22 +565,18 @@ def call_report_media(*, user, device_id: str, call_id: str, milestone: Mileston
 
 def call_timeout(*, call_id: str, now: datetime | None = None) -> CallSession:
     """The ring timer fired: end the call if it is still not connected at its deadline."""
-    now = now or timezone.now()
-    return _step_call(call_id=call_id, now=now, inp=Input(InputKind.ring_timeout, now_ms=to_ms(now)),
+    return _step_call(call_id=call_id, now=now, inp=Input(InputKind.ring_timeout),
                       record=Record("ring_timeout"))
 
 
 def call_mark_delivered(*, call_id: str, device_id: str, now: datetime | None = None) -> CallSession:
     """A callee device acknowledged the incoming call: the caller gets remoteUserRecvCall."""
-    now = now or timezone.now()
-    return _step_call(call_id=call_id, now=now, inp=Input(InputKind.delivered, now_ms=to_ms(now)),
+    return _step_call(call_id=call_id, now=now, inp=Input(InputKind.delivered),
                       record=Record("delivered", device_id=device_id))
 
 
 def call_end_by_server(*, call_id: str, staff_user=None, now: datetime | None = None) -> CallSession:
-    now = now or timezone.now()
-    return _step_call(call_id=call_id, now=now,
-                      inp=Input(InputKind.end_by_server, now_ms=to_ms(now)),
+    return _step_call(call_id=call_id, now=now, inp=Input(InputKind.end_by_server),
                       record=Record("end_by_server", staff_user.pk if staff_user else None))
 
 
@@ -659,29 +689,28 @@ def call_peer_gone(*, call_id: str, user_id: int, now: datetime | None = None) -
     the grace timer starts."""
     from django.conf import settings
 
-    now = now or timezone.now()
     call = _step_side(call_id, user_id, InputKind.peer_disconnected, now, "peer_disconnected")
     if call.phase in LIVE_PHASES:
-        deadline = now + timedelta(seconds=settings.DUET_RECONNECT_GRACE_S)
+        deadline = (now or timezone.now()) + timedelta(seconds=settings.DUET_RECONNECT_GRACE_S)
         transaction.on_commit(lambda: schedule_connection_grace(call_id, user_id, deadline))
     return call
 
 
 def call_peer_back(*, call_id: str, user_id: int, now: datetime | None = None) -> CallSession:
     """A device of a user who was away came back within the grace."""
-    return _step_side(call_id, user_id, InputKind.peer_reconnected, now or timezone.now(),
-                      "peer_reconnected")
+    return _step_side(call_id, user_id, InputKind.peer_reconnected, now, "peer_reconnected")
 
 
 def call_connection_lost(*, call_id: str, user_id: int, now: datetime | None = None) -> CallSession:
     """The grace of ``user_id`` ran out: the call ends (ignored if they came back)."""
-    return _step_side(call_id, user_id, InputKind.peer_lost, now or timezone.now(), "peer_lost")
+    return _step_side(call_id, user_id, InputKind.peer_lost, now, "peer_lost")
 
 
-def _step_side(call_id: str, user_id: int, kind: InputKind, now: datetime, record_kind: str):
+def _step_side(call_id: str, user_id: int, kind: InputKind, now: datetime | None,
+               record_kind: str):
     caller_id, callee_id = _participants(call_id)
     side = Side.caller if user_id == caller_id else Side.callee
-    return _step_call(call_id=call_id, now=now, inp=Input(kind, side=side, now_ms=to_ms(now)),
+    return _step_call(call_id=call_id, now=now, inp=Input(kind, side=side),
                       record=Record(record_kind, user_id))
 
 

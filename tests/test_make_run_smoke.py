@@ -145,8 +145,6 @@ def server(tmp_path):
         running.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: nothing creates VAR_DIR, so migrate cannot open "
-                                       "var/duet.sqlite3 on a fresh checkout (var/ is gitignored)")
 def test_make_run_migrates_a_fresh_checkout_whose_var_dir_does_not_exist_yet(tmp_path):
     # given a var dir that does not exist, as var/ (gitignored) in a fresh clone
     var_dir = tmp_path / "var"

@@ -323,8 +323,6 @@ def test_ring_timer_fired_early_rearms_and_changes_nothing_else(
         drop_ring_timers(call.call_id)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: deadline compared in truncated ms, so a timer up to "
-                                       "1 ms early ends the call before deadline_at")
 def test_ring_timer_fired_less_than_a_millisecond_early_does_not_end_the_call(pair):
     # given a call whose deadline falls in the middle of a millisecond
     alice, bob = pair
