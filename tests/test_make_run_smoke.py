@@ -227,3 +227,16 @@ async def test_make_run_serves_calls_with_an_embedded_ring_timer(server):
         await bob.close()
         await carol.close()
 
+
+
+def test_make_run_runs_housekeeping_in_process(server):
+    # given the embedded default running (housekeeping every 5 s by default)
+    # when we wait for the in-process worker to report a housekeeping run
+    deadline = time.monotonic() + 30
+    while "housekeeping_task" not in server.log() or "succeeded" not in server.log():
+        assert time.monotonic() < deadline, server.log()[-2000:]
+        time.sleep(0.2)  # allowed: polling the server's log, which has no event to wait on
+    # then the task sent by the housekeeping thread was received and run by the worker thread
+    ran = [line for line in server.log().splitlines()
+           if "housekeeping_task" in line and "succeeded" in line]
+    assert ran and "'overdue_calls': 0" in ran[0]
