@@ -38,10 +38,30 @@ def _report(signum, frame) -> None:
         stats = snapshot.compare_to(_first, "traceback" if TRACEMALLOC_FRAMES > 1 else "lineno")
         total = sum(stat.size_diff for stat in stats)
         handle.write(f"growth since baseline: {total / 1024:.0f} KiB\n\n")
+        by_package: dict[str, int] = {}
+        for stat in stats:
+            by_package[_package_of(stat.traceback)] = by_package.get(
+                _package_of(stat.traceback), 0) + stat.size_diff
+        handle.write("growth by the package that asked for it (deepest frame outside the "
+                     "standard library):\n")
+        for package, size in sorted(by_package.items(), key=lambda item: -item[1])[:20]:
+            handle.write(f"{size / 1024:10.1f} KiB  {package}\n")
+        handle.write("\ntop sites:\n")
         for stat in stats[:TOP_SITES]:
             handle.write(f"{stat.size_diff / 1024:10.1f} KiB {stat.count_diff:+8d} blocks\n")
             for line in stat.traceback.format()[-2 * TRACEMALLOC_FRAMES:]:
                 handle.write(f"      {line}\n")
+
+
+def _package_of(traceback: tracemalloc.Traceback) -> str:
+    """The site-packages package (or project folder) of the innermost non-stdlib frame."""
+    for frame in reversed(list(traceback)):  # innermost first
+        name = frame.filename
+        if "site-packages/" in name:
+            return name.split("site-packages/", 1)[1].split("/", 1)[0]
+        if "/calls/" in name or "/bench/" in name or "/project/" in name:
+            return name.rsplit("/", 2)[-2]
+    return "stdlib only"
 
 
 def main() -> None:
