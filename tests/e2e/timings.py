@@ -9,11 +9,15 @@ from statistics import median
 
 
 def call_timings(caller, callee) -> dict:
-    """ms of: accept to connected (each side), call to first remote frame (each side)."""
+    """ms of: accept to connected (each side), call to first remote frame (each side), and the
+    accept request's round trip (how much of accept-to-connected is the server's)."""
     a, b = caller.costs(), callee.costs()
     accept = b["marks"]["acceptCall"]
     call_start = a["start"]
+    accept_round_trip = callee.page.evaluate(
+        "duet.api.socket.replyTimes.filter((t) => t.type === 'accept').at(-1).ms")
     return {
+        "accept_round_trip": accept_round_trip,  # the server's share: accept sent -> its reply
         "accept_to_connected_callee": b["marks"]["connected"] - accept,
         "accept_to_connected_caller": a["marks"]["connected"] - accept,
         "call_to_first_frame_caller": a["marks"]["recvFirstFrame"] - call_start,
