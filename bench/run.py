@@ -154,9 +154,10 @@ def start_servers(args, processes: Processes, *, app: str) -> list[str]:
     urls = []
     for node in range(1, args.nodes + 1):
         port = BASE_PORT + node
-        if app == "duet" and args.memprobe and node == 1:
+        if args.memprobe and node == 1:
             command = [str(VENV_BIN / "python"), "-m", "bench.memprobe", "-b", "127.0.0.1",
-                       "-p", str(port), "project.asgi:application"]
+                       "-p", str(port), "project.asgi:application" if app == "duet"
+                       else "bench.relay_app:application"]
             env = {**env, "DUET_BENCH_MEMPROBE_OUT": str(RESULTS_DIR / "profiles" / f"{processes.run_name}-mem")}
             (RESULTS_DIR / "profiles").mkdir(parents=True, exist_ok=True)
         elif app == "duet":
