@@ -269,13 +269,32 @@ export class WebRtcEngine extends Emitter {
     this.peers.get(CALLEE_PEER)?.close();
     const peer = new Peer(this, { key: CALLEE_PEER, remoteDevice: null, session: sessionId() });
     this.peers.set(CALLEE_PEER, peer);
+    const kinds = this.callType === "video" ? ["audio", "video"] : ["audio"];
+    for (const kind of kinds) peer.pc.addTransceiver(kind, { direction: "sendrecv" });
+    this._sendCaptureThrough(peer);
     peer.enqueue(async () => {
-      const stream = await this.startCapture(this.callType);
-      if (!stream || peer.closed) return; // the call ended meanwhile
-      for (const track of stream.getTracks()) peer.pc.addTrack(track, stream);
       await peer.pc.setLocalDescription(await peer.pc.createOffer());
       await peer.sendDescription();
     });
+  }
+
+  /**
+   * Negotiate without waiting for the camera: the transceivers are there from the start and the
+   * captured tracks replace their empty senders when the browser hands them over (no
+   * renegotiation). Connecting and capturing then overlap instead of following each other.
+   */
+  _sendCaptureThrough(peer) {
+    this.startCapture(this.callType).then((stream) => {
+      if (!stream || peer.closed) return; // the call ended meanwhile
+      for (const transceiver of peer.pc.getTransceivers()) {
+        const kind = transceiver.receiver.track.kind;
+        const track = stream.getTracks().find((candidate) => candidate.kind === kind);
+        if (!track || transceiver.sender.track) continue;
+        transceiver.direction = "sendrecv";
+        transceiver.sender.setStreams?.(stream);
+        transceiver.sender.replaceTrack(track).catch((error) => this.log("track not sent", error));
+      }
+    }, () => {}); // a capture failure is reported by join()
   }
 
   /** A relayed payload from `fromDevice` for this call. */
@@ -296,9 +315,8 @@ export class WebRtcEngine extends Emitter {
     this.peers.set(fromDevice, peer);
     peer.enqueue(async () => {
       await peer.setRemote({ type: "offer", sdp });
-      const stream = await this.startCapture(this.callType);
-      if (!stream || peer.closed) return;
-      for (const track of stream.getTracks()) peer.pc.addTrack(track, stream);
+      for (const transceiver of peer.pc.getTransceivers()) transceiver.direction = "sendrecv";
+      this._sendCaptureThrough(peer);
       await peer.pc.setLocalDescription(await peer.pc.createAnswer());
       await peer.sendDescription();
     });
