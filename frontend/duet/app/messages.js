@@ -70,7 +70,9 @@ export function timingRows(localCosts, serverCosts = {}, role = "caller") {
     ["Accepted (server)", serverCosts.accepted],
     ["Connected (server)", serverCosts.connected],
   ];
-  if (typeof localCosts.acceptCall === "number" && typeof localCosts.connected === "number") {
+  // The callee's own click to connected (the caller only learns of the answer with connected).
+  if (role === "callee" && typeof localCosts.acceptCall === "number"
+      && typeof localCosts.connected === "number") {
     local.push(["Answer to connected", localCosts.connected - localCosts.acceptCall]);
   }
   return [...local, ...server].filter(([, ms]) => typeof ms === "number");
