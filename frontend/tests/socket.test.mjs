@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { beforeEach, test } from "node:test";
 
 import {
-  CallSocket, CLOSE_UNAUTHENTICATED, DeviceMemory, RECONNECT_FIRST_MS, RECONNECT_MAX_MS,
+  CallSocket, CLOSE_UNAUTHENTICATED, DeviceMemory, RATE_LIMITED_RETRY_MS, RECONNECT_FIRST_MS,
+  RECONNECT_MAX_MS,
 } from "../duet/callapi/socket.js";
 import { FakeWebSocket, ManualClock, MemoryStorage } from "./doubles.mjs";
 
@@ -191,4 +192,22 @@ test("events replayed after a drop on a living page are not stale", () => {
   ws.serverSends({ type: "event", seq: 8, name: "call.state", call_id: "c1" });
   // then
   assert.deepEqual(seen.events.map(([event, flags]) => [event.seq, flags.replayed, flags.stale]), [[8, true, false]]);
+});
+
+test("a frame refused as rate_limited goes again with the same id and its later reply counts", async () => {
+  // given
+  const { socket, clock } = makeSocket();
+  socket.start();
+  const ws = FakeWebSocket.last;
+  ws.open();
+  answerHello(ws);
+  const replied = socket.request("signal", { call_id: "c1", payload: {} });
+  const id = ws.frames("signal")[0].id;
+  // when
+  ws.serverSends({ type: "reply", id, ok: false, error: { code: "rate_limited", message: "slow down" } });
+  clock.advance(RATE_LIMITED_RETRY_MS);
+  ws.serverSends({ type: "reply", id, ok: true, data: {} });
+  // then
+  assert.deepEqual(ws.frames("signal").map((frame) => frame.id), [id, id]);
+  assert.deepEqual(await replied, {});
 });

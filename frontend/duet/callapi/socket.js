@@ -6,7 +6,8 @@
  * - every event with a `seq` is acknowledged at once (the caller's "ringing" is the server seeing
  *   the callee's ack) and handled once: a seq at or below the last handled one is dropped;
  * - a request is answered exactly once: unanswered requests are re-sent with the same `id` after
- *   each reconnect (the server replays its stored reply instead of acting twice);
+ *   each reconnect (the server replays its stored reply instead of acting twice), and a request
+ *   refused as `rate_limited` is sent again a moment later;
  * - the device id and the last handled seq live in sessionStorage, so a reload of the tab is the
  *   same device and resumes where it was (`hello` with `last_seq`).
  */
@@ -20,6 +21,8 @@ const RECONNECT_JITTER = 0.2;
 export const REQUEST_TIMEOUT_MS = 20000;
 // The server closes a socket without a signed-in user with this code (spec: unauthenticated).
 export const CLOSE_UNAUTHENTICATED = 4401;
+// A frame the server refused as rate_limited (it did not read it) is sent again after this long.
+export const RATE_LIMITED_RETRY_MS = 1000;
 // Round trips remembered for diagnostics (window.duet.api.socket.replyTimes).
 const REPLY_TIMES_KEPT = 100;
 const DEVICE_KEY = "duet.deviceId";
@@ -183,6 +186,12 @@ export class CallSocket {
   _answered(reply) {
     const entry = this.pending.get(reply.id);
     if (!entry) return; // a duplicate answer to a re-sent frame
+    if (!reply.ok && reply.error?.code === "rate_limited") {
+      // Refused unread: the same frame may go again once the socket's allowance has refilled.
+      this.timers.setTimeout(() => { if (this.ready && this.pending.has(reply.id)) this._send(entry.frame); },
+                             RATE_LIMITED_RETRY_MS);
+      return;
+    }
     this.pending.delete(reply.id);
     this.timers.clearTimeout(entry.timer);
     if (entry.sentAt != null) {
