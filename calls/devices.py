@@ -26,9 +26,9 @@ def presence_group(user_id: int) -> str:
     return f"presence.{user_id}"
 
 
-def presence_publish(*, user_ids) -> None:
-    """Push the current status of ``user_ids`` to their watchers."""
-    statuses = selectors.presence_of(list(user_ids))
+def presence_publish(*, user_ids, known: dict[int, str] | None = None) -> None:
+    """Push the current status of ``user_ids`` (or the ``known`` statuses) to their watchers."""
+    statuses = known if known is not None else selectors.presence_of(list(user_ids))
     for user_id, status in statuses.items():
         send_to_group(presence_group(user_id),
                       {"type": "presence.changed", "user_id": user_id, "status": status})

@@ -43,6 +43,11 @@ class PendingEvent:
 class Outbox:
     now: object  # datetime of the transaction
     events: list[PendingEvent] = field(default_factory=list)
+    dirty: dict[int, set[str]] = field(default_factory=dict)  # profile fields to save at flush
+
+    def touch(self, profile: Profile, field_name: str) -> None:
+        """Save ``field_name`` of ``profile`` with the flush (one UPDATE per profile)."""
+        self.dirty.setdefault(profile.user_id, set()).add(field_name)
 
     def add(self, user_id: int, frame: dict, *, call_id: str = "", only_device: str = "",
             except_device: str = "") -> None:
@@ -50,21 +55,21 @@ class Outbox:
 
     def flush(self, profiles: dict[int, Profile]) -> list[UserEvent]:
         """Store the events, with seqs from the locked ``profiles``, and publish after commit."""
-        if not self.events:
-            return []
         rows = []
-        touched: set[int] = set()
         for pending in self.events:
             profile = profiles[pending.user_id]
             profile.event_seq += 1
-            touched.add(pending.user_id)
+            self.dirty.setdefault(pending.user_id, set()).add("event_seq")
             frame = {"type": "event", "seq": profile.event_seq, **pending.frame}
             rows.append(UserEvent(user_id=pending.user_id, seq=profile.event_seq,
                                   call_id=pending.call_id, frame=frame,
                                   only_device=pending.only_device,
                                   except_device=pending.except_device, created_at=self.now))
-        for user_id in sorted(touched):
-            profiles[user_id].save(update_fields=["event_seq"])
+        for user_id in sorted(self.dirty):
+            profiles[user_id].save(update_fields=sorted(self.dirty[user_id]))
+        self.dirty = {}
+        if not rows:
+            return []
         UserEvent.objects.bulk_create(rows)
         self.events = []
         transaction.on_commit(lambda: publish(rows))

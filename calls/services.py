@@ -14,6 +14,7 @@ A :class:`ServiceError` leaves the database as it was; its ``code`` is the wire 
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -41,6 +42,15 @@ MILESTONE_FIELDS = {
     Milestone.published: "published_at",
     Milestone.first_remote_frame: "first_frame_at",
 }
+
+
+_frame_scope = threading.local()
+
+
+def _atomic():
+    """A service's transaction. Inside :func:`client_frame_once` the frame's transaction already
+    rolls back whole on an error (its error reply is stored apart), so no savepoint is needed."""
+    return transaction.atomic(savepoint=not getattr(_frame_scope, "active", False))
 
 
 class ServiceError(Exception):
@@ -272,7 +282,7 @@ def _apply(*, call: CallSession, before: CallSnapshot | None, transition: Transi
         elif isinstance(effect, StopRingTimer):
             pass  # the timer task finds the call settled and does nothing
     if before is not None and before.phase.is_live and not snap.phase.is_live:
-        _release(call, profiles)
+        _release(call, profiles, outbox)
     _save(call, changed)
     CallEvent.objects.bulk_create(timeline)
 
@@ -288,28 +298,30 @@ def _notified_payload(effect, only: str, exclude: str) -> dict:
     return payload
 
 
-def _release(call: CallSession, profiles: dict[int, Profile]) -> None:
+def _release(call: CallSession, profiles: dict[int, Profile], outbox: Outbox) -> None:
     for user_id in (call.caller_id, call.callee_id):
         profile = profiles[user_id]
         if profile.active_call_id == call.pk:
             profile.active_call = None
-            profile.save(update_fields=["active_call"])
-    _announce_presence(call)
+            outbox.touch(profile, "active_call")
+    _announce_presence(call, busy=False)
 
 
-def _occupy(call: CallSession, profiles: dict[int, Profile]) -> None:
+def _occupy(call: CallSession, profiles: dict[int, Profile], outbox: Outbox) -> None:
     for user_id in (call.caller_id, call.callee_id):
         profile = profiles[user_id]
         profile.active_call = call
-        profile.save(update_fields=["active_call"])
-    _announce_presence(call)
+        outbox.touch(profile, "active_call")
+    _announce_presence(call, busy=True)
 
 
-def _announce_presence(call: CallSession) -> None:
+def _announce_presence(call: CallSession, *, busy: bool) -> None:
     from calls.devices import presence_publish
 
     users = [call.caller_id, call.callee_id]
-    transaction.on_commit(lambda: presence_publish(user_ids=users))
+    # Both are busy once the call is theirs: no need to ask the database.
+    known = {user_id: "busy" for user_id in users} if busy else None
+    transaction.on_commit(lambda: presence_publish(user_ids=users, known=known))
 
 
 def _save(call: CallSession, changed: set[str]) -> None:
@@ -354,7 +366,7 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
         raise ServiceError("not_found", f"no user {callee_id}")
     if room_id is not None and not Room.objects.filter(pk=room_id).exists():
         raise ServiceError("not_found", f"no room {room_id}")
-    with transaction.atomic():
+    with _atomic():
         profiles = lock_profiles([caller.pk, callee_id])
         calls = lock_calls([profiles[caller.pk].active_call_id, profiles[callee_id].active_call_id])
         caller_call = calls.get(profiles[caller.pk].active_call_id)
@@ -402,7 +414,7 @@ def _create_call(created: Transition, *, profiles, outbox, now, device_id, exten
     _write_snapshot(call, snap)
     call.save()
     if snap.phase.is_live:
-        _occupy(call, profiles)
+        _occupy(call, profiles, outbox)
     _apply(call=call, before=None, transition=created, profiles=profiles, outbox=outbox, now=now,
            record=Record("dial", snap.caller_id, device_id,
                          {"outcome": outcome.value, "call_type": snap.call_type.value}))
@@ -419,17 +431,30 @@ def _participants(call_id: str) -> tuple[int, int]:
     return row
 
 
+def lock_participants(call_id: str) -> dict[int, Profile]:
+    """Lock the profiles of a call's two participants (ascending id) in one query."""
+    from django.db.models import Q
+
+    call = CallSession.objects.filter(call_id=call_id)
+    rows = (Profile.objects.select_for_update(of=("self",)).select_related("user")
+            .filter(Q(user_id__in=call.values("caller_id")) | Q(user_id__in=call.values("callee_id")))
+            .order_by("user_id"))
+    profiles = {profile.user_id: profile for profile in rows}
+    if len(profiles) == 2:
+        return profiles
+    return lock_profiles(_participants(call_id))  # no such call, or a profile still to create
+
+
 def _step_call(*, call_id: str, inp: Input, now: datetime | None, record: Record,
                reason_text: str = "", check_user: int | None = None,
                annotate=None) -> CallSession:
     """Step one call under its locks, at :func:`call_moment`. ``annotate(call, side, moment)`` may
     record non-rule facts on the locked row (milestone times, client costs) and returns the names
     of the fields it set."""
-    participants = _participants(call_id)
-    if check_user is not None and check_user not in participants:
-        raise ServiceError("forbidden", "you are not a participant of this call")
-    with transaction.atomic():
-        profiles = lock_profiles(participants)
+    with _atomic():
+        profiles = lock_participants(call_id)
+        if check_user is not None and check_user not in profiles:
+            raise ServiceError("forbidden", "you are not a participant of this call")
         call = CallSession.objects.select_for_update().get(call_id=call_id)
         now = call_moment(call, now)
         inp = replace(inp, now_ms=to_ms(now))
@@ -501,9 +526,8 @@ def call_renew_media(*, call_id: str, now: datetime | None = None) -> bool:
     now = now or timezone.now()
     if not media.agora_enabled():
         return False
-    participants = _participants(call_id)
-    with transaction.atomic():
-        profiles = lock_profiles(participants)
+    with _atomic():
+        profiles = lock_participants(call_id)
         call = CallSession.objects.select_for_update().get(call_id=call_id)
         if call.phase not in LIVE_PHASES:
             return False
@@ -612,33 +636,45 @@ def client_frame_once(*, user, frame_id: str, handle) -> dict:
     """Answer a client frame exactly once per (user, id): ``handle()`` returns the reply data.
 
     The reply is stored in the transaction that made the frame's effects, so a frame re-sent
-    (after a lost reply, on a new socket) gets the same reply and does nothing again.
+    (after a lost reply, on a new socket) gets the same reply and does nothing again. An error
+    rolls the frame's transaction back whole; its reply is then stored on its own.
     """
     from django.db import IntegrityError
 
     from calls.models import ClientFrame
     from calls.protocol import reply_error, reply_ok
 
-    stored = ClientFrame.objects.filter(user=user, frame_id=frame_id).values_list("reply", flat=True).first()
+    def stored_reply():
+        return ClientFrame.objects.filter(user=user, frame_id=frame_id).values_list(
+            "reply", flat=True).first()
+
+    stored = stored_reply()
     if stored is not None:
         return stored
     try:
-        with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    reply = reply_ok(frame_id, handle())
-            except ServiceError as error:
-                reply = reply_error(frame_id, error.code, error.message)
+        try:
+            _frame_scope.active = True
+            with transaction.atomic():
+                reply = reply_ok(frame_id, handle())
+                ClientFrame.objects.create(user=user, frame_id=frame_id, reply=reply,
+                                           created_at=timezone.now())
+            return reply
+        finally:
+            _frame_scope.active = False
+    except ServiceError as error:
+        reply = reply_error(frame_id, error.code, error.message)
+        try:
             ClientFrame.objects.create(user=user, frame_id=frame_id, reply=reply,
                                        created_at=timezone.now())
+        except IntegrityError:
+            return stored_reply() or reply
+        return reply
     except IntegrityError:
         # The same frame, sent twice at once, was answered by the other attempt (ours rolled back).
-        stored = ClientFrame.objects.filter(user=user, frame_id=frame_id).values_list(
-            "reply", flat=True).first()
+        stored = stored_reply()
         if stored is None:
             raise
         return stored
-    return reply
 
 
 # ---- media credentials and signaling --------------------------------------------------------
@@ -674,7 +710,7 @@ def call_relay_signal(*, user, device_id: str, call_id: str, payload: dict,
     target = to_device or default_device or ""
     frame = {"name": "call.signal", "call_id": call.call_id, "from_device": device_id,
              "payload": payload}
-    with transaction.atomic():
+    with _atomic():
         profiles = lock_profiles([peer_id])
         outbox = Outbox(now)
         outbox.add(peer_id, frame, call_id=call.call_id, only_device=target)
