@@ -31,7 +31,35 @@ def short(frame: str) -> str:
     return f"{match.group('function')} ({path})"
 
 
+# Where a sample's time goes, by the first of these found on its stack, outermost first: the
+# database thread's work (the ORM and the driver), the channel layer, the socket stack, ...
+CATEGORIES = (
+    ("database (Django ORM + psycopg, on the database thread)", ("django/db/", "psycopg/")),
+    ("channel layer (channels_redis, redis-py)", ("channels_redis/", "redis/")),
+    ("Celery/kombu publish (timers)", ("kombu/", "celery/")),
+    ("JSON", ("python3.11/json/",)),
+    ("WebSocket/HTTP stack (daphne, twisted, autobahn)", ("daphne/", "twisted/", "autobahn/", "txaio/")),
+    ("asgiref/channels plumbing", ("asgiref/", "channels/")),
+    ("asyncio loop", ("python3.11/asyncio/", "python3.11/selectors.py")),
+)
+
+
+def category_of(frames: list[str]) -> str:
+    """The innermost frame decides, except that anything under a database call is database."""
+    text = ";".join(frames)
+    if "django/db/" in text or "psycopg/" in text:
+        return CATEGORIES[0][0]
+    for frame in reversed(frames):
+        for name, markers in CATEGORIES[1:]:
+            if any(marker in frame for marker in markers):
+                return name
+        if "(calls/" in frame:
+            return "Duet code (calls/)"
+    return "other"
+
+
 def summarize(path: Path, top: int) -> str:
+    categories: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
@@ -45,12 +73,16 @@ def summarize(path: Path, top: int) -> str:
         if not frames:
             continue
         total += count
+        categories[category_of([frame.strip() for frame in stack.split(";") if frame])] += count
         if frames[0].startswith("process ") or frames[0].startswith("thread "):
             threads[frames[0]] += count
         self_time[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
-    lines = [f"{path.name}: {total} samples", "", "Top self time:"]
+    lines = [f"{path.name}: {total} samples", "", "By category:"]
+    for name, count in categories.most_common():
+        lines.append(f"  {100 * count / total:5.1f}%  {name}")
+    lines += ["", "Top self time:"]
     for frame, count in self_time.most_common(top):
         lines.append(f"  {100 * count / total:5.1f}%  {frame}")
     lines += ["", "Top inclusive time:"]
