@@ -192,11 +192,13 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         if self.device_id is None:
             return
         for item in message["events"]:
-            if item["only"] and item["only"] != self.device_id:
-                continue
-            if item["except"] and item["except"] == self.device_id:
-                continue
-            await self._deliver(item["frame"], fill_gaps=True)
+            mine = not ((item["only"] and item["only"] != self.device_id)
+                        or (item["except"] and item["except"] == self.device_id))
+            if mine:
+                await self._deliver(item["frame"], fill_gaps=True)
+            elif item["frame"]["seq"] == self.sent_seq + 1:
+                # another device's event: seen, so the next one of ours is no gap to fill
+                self.sent_seq += 1
 
     async def _deliver(self, frame: dict, *, fill_gaps: bool) -> None:
         seq = frame["seq"]

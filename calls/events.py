@@ -103,35 +103,47 @@ def remember_home_loop() -> None:
         _home_loop = asyncio.get_running_loop()
 
 
-# How long a thread waits for the server's loop to take a send before giving up on it.
-HOME_LOOP_SEND_TIMEOUT_S = 5
 PUBLISH_ERRORS = (OSError, TimeoutError, ChannelFull, RedisError)
 
 
 def send_to_group(group: str, message: dict) -> None:
-    """Send to a group from synchronous code, never waiting forever.
+    """Send to a group from synchronous code, without waiting on the server's loop.
 
-    In a web process the send runs on the server's loop (the layer's connections and the
-    in-memory layer's queues belong to it), bounded by HOME_LOOP_SEND_TIMEOUT_S: a loop that is
-    shutting down must not hang the thread (and so the process's exit). Elsewhere (a Celery
-    worker process) the send gets a loop of its own.
+    In a web process the send is handed to the server's loop (the layer's connections and the
+    in-memory layer's queues belong to it) and this thread goes on: the process has one database
+    thread, and waiting there for each publication would hold every socket's database work. A
+    send that fails or arrives out of order is what the consumer recovers from (gap fill,
+    re-send, replay). Elsewhere (a Celery worker process) the send gets a loop of its own.
     """
     layer = get_channel_layer()
     if layer is None:
         return
     home = _home_loop
+    if home is not None and home.is_running():
+        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), home)
+        future.add_done_callback(lambda done: _log_failure(done, group))
+        return
+    if home is not None and _started_by(home):
+        # a thread of a server whose loop has stopped (shutting down): nobody is left to send to
+        log.warning("dropping a publication to %s: the server loop has stopped", group)
+        return
     try:
-        if home is not None and not home.is_closed():
-            if not home.is_running():
-                log.warning("dropping a publication to %s: the server loop has stopped", group)
-                return
-            future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), home)
-            try:
-                future.result(HOME_LOOP_SEND_TIMEOUT_S)
-            except TimeoutError:
-                future.cancel()
-                raise
-        else:
-            async_to_sync(layer.group_send)(group, message)
+        async_to_sync(layer.group_send)(group, message)
     except PUBLISH_ERRORS:  # a lost publication is recovered by re-send and replay
         log.exception("publishing to %s failed; clients will recover it by replay", group)
+
+
+def _log_failure(future, group: str) -> None:
+    if future.cancelled():
+        return
+    error = future.exception()
+    if error is not None:
+        log.error("publishing to %s failed; clients will recover it by replay", group,
+                  exc_info=error)
+
+
+def _started_by(loop: asyncio.AbstractEventLoop) -> bool:
+    """True in a thread that sync_to_async started from ``loop``."""
+    from asgiref.sync import SyncToAsync
+
+    return getattr(SyncToAsync.threadlocal, "main_event_loop", None) is loop
