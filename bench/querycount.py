@@ -69,6 +69,11 @@ def main() -> None:
         assert reply["ok"], reply
         return reply["data"]
 
+    from bench import procstat
+
+    postmaster = procstat.postmaster_pid()
+    postgres_before = procstat.postgres_cpu_seconds(postmaster) if postmaster else 0.0
+    cpu_before = time.process_time()
     with connection.execute_wrapper(count):
         for _ in range(args.cycles):
             data = frame("call", caller, "a", consumers._call, to=callee.pk, call_type="video",
@@ -84,9 +89,14 @@ def main() -> None:
             frame("media (caller)", caller, "a", consumers._media, call_id=call_id,
                   milestone="first_remote_frame")
             frame("hangup", caller, "a", consumers._hangup, call_id=call_id)
+    cpu_ms = (time.process_time() - cpu_before) * 1000 / args.cycles
+    postgres_ms = ((procstat.postgres_cpu_seconds(postmaster) - postgres_before) * 1000 / args.cycles
+                   if postmaster else 0.0)
     total_queries = sum(c["queries"] for c in per_step.values())
     print(f"per cycle ({args.cycles} cycles): {total_queries / args.cycles:.1f} queries, "
-          f"{sum(seconds.values()) * 1000 / args.cycles:.1f} ms in the database thread")
+          f"{sum(seconds.values()) * 1000 / args.cycles:.1f} ms in the database thread, "
+          f"{cpu_ms:.1f} ms CPU in Python (Django + psycopg), {postgres_ms:.1f} ms CPU in "
+          "PostgreSQL (all of its processes)")
     for step, counter in per_step.items():
         print(f"  {step:18} {counter['queries'] / args.cycles:5.1f} queries "
               f"{seconds[step] * 1000 / args.cycles:6.2f} ms")

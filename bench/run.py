@@ -223,7 +223,8 @@ def prepare(count: int) -> list[dict]:
 # ---- profiling -------------------------------------------------------------------------------
 
 
-def profile_when_window_opens(marker: Path, pid: int, seconds: float, output: Path) -> threading.Thread:
+def profile_when_window_opens(marker: Path, pid: int, seconds: float, output: Path,
+                              *, gil_only: bool = False) -> threading.Thread:
     """Run ``py-spy record`` on ``pid`` for the measured window (the load generator's marker)."""
 
     def run():
@@ -234,6 +235,7 @@ def profile_when_window_opens(marker: Path, pid: int, seconds: float, output: Pa
             return
         subprocess.run([str(VENV_BIN / "py-spy"), "record", "-p", str(pid), "-d",
                         str(max(1, int(seconds))), "-r", "100", "--nonblocking", "-f", "raw",
+                        *(["--gil"] if gil_only else []),
                         "-o", str(output)], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False, timeout=seconds + 60)
 
@@ -317,10 +319,12 @@ def run_once(args, command_line: str) -> dict:
         job_path.write_text(json.dumps(job))
         profiler = None
         if args.profile:
-            profile_path = RESULTS_DIR / "profiles" / f"{name}-node1.txt"
+            suffix = "-gil" if args.profile == "gil" else ""
+            profile_path = RESULTS_DIR / "profiles" / f"{name}-node1{suffix}.txt"
             profile_path.parent.mkdir(parents=True, exist_ok=True)
             profiler = profile_when_window_opens(Path(job["window_marker"]), job["servers"]["node1"],
-                                                 args.duration, profile_path)
+                                                 args.duration, profile_path,
+                                                 gil_only=args.profile == "gil")
         log(f"load generator {module} ...")
         loadgen_started = time.monotonic()
         completed = subprocess.run([str(VENV_BIN / "python"), "-m", module, str(job_path)],
@@ -442,7 +446,9 @@ def parse(argv: list[str]):
     parser.add_argument("--with-floor", action="store_true",
                         help="cycle: then run the relay at the cycle run's event frame rate and "
                              "record the ratios")
-    parser.add_argument("--profile", action="store_true", help="py-spy record node1 in the window")
+    parser.add_argument("--profile", nargs="?", const="all", choices=["all", "gil"],
+                        help="py-spy record node1 in the window (gil: only samples of the thread "
+                             "holding the GIL, i.e. where the CPU goes)")
     parser.add_argument("--memprobe", action="store_true",
                         help="idle: run node1 under tracemalloc (bench/memprobe.py) and report "
                              "where memory grew at each checkpoint")
