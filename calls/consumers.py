@@ -88,8 +88,12 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json(reply_error(frame.id, "rate_limited",
                                                  "too many frames; slow down"))
             return
+        started = time.perf_counter()
         try:
             await self._dispatch(frame)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s frame %s answered in %.1f ms", frame.type, frame.id,
+                          (time.perf_counter() - started) * 1000)
         except Exception:  # the socket's boundary: answer and keep the device connected
             log.exception("unexpected error handling a %s frame", frame.type)
             if frame.type != "ack":

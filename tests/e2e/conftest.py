@@ -54,7 +54,7 @@ def _server_env(var_dir: Path) -> dict:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(STRIPPED_ENV_PREFIXES)}
     env.update(DUET_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="project.settings",
-               DUET_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1",
+               DUET_LOG_LEVEL=os.environ.get("DUET_E2E_SERVER_LOG_LEVEL", "WARNING"), PYTHONUNBUFFERED="1",
                DUET_RECONNECT_GRACE_S=str(RECONNECT_GRACE_S))
     return env
 
