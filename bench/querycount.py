@@ -25,6 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--show-sql", action="store_true")
+    parser.add_argument("--population", type=int, default=10000,
+                        help="users with profiles in the tables (the cycle uses two of them)")
     args = parser.parse_args()
     from bench.run import django_setup
 
@@ -37,7 +39,7 @@ def main() -> None:
 
     events.publish = lambda rows: None  # no layer here: count the database alone
     reset_call_tables()
-    users = prepare_users(2)
+    users = prepare_users(max(2, args.population))[:2]
     caller, callee = (get_user_model().objects.get(pk=u.user_id) for u in users)
     from calls import devices
 

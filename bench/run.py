@@ -209,14 +209,17 @@ def django_setup() -> None:
     _django_ready = True
 
 
-def prepare(count: int) -> list[dict]:
+def prepare(count: int, population: int = 0) -> list[dict]:
+    """``count`` users to drive, in a table of at least ``population`` users with profiles: the
+    call queries run against tables of a realistic size, not against the few rows in use."""
     django_setup()
     from bench.users import prepare_users, reset_call_tables
 
     started = time.monotonic()
     reset_call_tables()
-    users = prepare_users(count)
-    log(f"{count} users with sessions ready in {time.monotonic() - started:.1f}s")
+    users = prepare_users(max(count, population))[:count]
+    log(f"{count} users with sessions ready (of {max(count, population)}) in "
+        f"{time.monotonic() - started:.1f}s")
     return [{"user_id": u.user_id, "session_key": u.session_key} for u in users]
 
 
@@ -292,7 +295,7 @@ def run_once(args, command_line: str) -> dict:
     users = []
     if app == "duet":
         count = 2 * args.pairs if args.scenario == "cycle" else max(args.checkpoints)
-        users = prepare(count)
+        users = prepare(count, args.population)
     job_dir = Path(tempfile.mkdtemp(prefix="duet-bench-"))
     job = {"result_path": str(job_dir / "result.json"), "warmup_s": args.warmup,
            "duration_s": args.duration, "rate": args.rate,
@@ -350,6 +353,7 @@ def run_once(args, command_line: str) -> dict:
         "nodes": args.nodes,
         "app": app,
         "conn_max_age": args.conn_max_age,
+        "population": args.population,
         "watch": args.watch if app == "duet" else None,
         "load_average_at_start": load_at_start,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -441,6 +445,9 @@ def parse(argv: list[str]):
     parser.add_argument("--timeout-ms", type=int, default=5000,
                         help="ring timeout asked in each call (5000: the timer tasks run inside "
                              "the measured window)")
+    parser.add_argument("--population", type=int, default=10000,
+                        help="users (with profiles and sessions) in the tables; the run drives "
+                             "2 x pairs of them (cycle) or the idle checkpoints")
     parser.add_argument("--conn-max-age", type=int, default=None,
                         help="DATABASE_CONN_MAX_AGE for the servers (default: the settings' own)")
     parser.add_argument("--with-floor", action="store_true",
