@@ -75,7 +75,9 @@ def main(argv: list[str]) -> int:
                 for rate in rates:
                     result = _run(["--scenario", "relay", "--layer", layer, "--nodes", str(count),
                                    "--rate", f"{rate:g}", *common])
-                    if (result["frames_per_s"] or 0) < SATURATED_SHARE * rate:
+                    p99 = result["latency_ms"]["frame"]["p99"]
+                    if ((result["frames_per_s"] or 0) < SATURATED_SHARE * rate
+                            or p99 is None or p99 > SATURATED_P99_MS):
                         run.log(f"relay {layer} x{count} saturated at {rate:g} frames/s")
                         break
     else:
