@@ -88,10 +88,16 @@ TEMPLATES = [
     },
 ]
 
+# Database connections stay open between frames and requests. Channels runs a process's
+# database_sync_to_async calls on one thread, so this is one connection per daphne process (and
+# one per Celery thread); closed after each frame, every frame paid for a new PostgreSQL backend
+# (fork, authentication, catalog caches): 4x the PostgreSQL CPU of the whole call cycle
+# (docs/benchmarks.md). Health checks replace a connection that died while idle.
+DATABASE_CONN_MAX_AGE_S = env_int("DATABASE_CONN_MAX_AGE", 600)
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'duet.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        conn_max_age=DATABASE_CONN_MAX_AGE_S, conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -138,6 +138,9 @@ def main(argv: list[str]) -> int:
             (ROOT / "var").mkdir(exist_ok=True)
             env["DUET_TEST_DB_NAME"] = str(ROOT / "var" / f"test-{run_id}.sqlite3")
             log("database: SQLite file")
+        # Tests drop their database at the end; a connection kept open by a server thread of a
+        # finished test would stop that (persistent connections are the settings' default).
+        env.setdefault("DATABASE_CONN_MAX_AGE", "0")
         env["REDIS_URL"] = redis_url(cleanup)
         env["DUET_LAYER_PREFIX"] = f"duet-test-{run_id}"
         env["DUET_CELERY_QUEUE"] = f"duet-test-{run_id}"
