@@ -10,12 +10,13 @@
  * pass a test double.
  */
 
-import { Emitter, MediaEngineEvent as Ev } from "./emitter.js";
+import { MediaEngineBase } from "./base.js";
+import { MediaEngineEvent as Ev } from "./emitter.js";
 
 // How long a join may take before the call's media is declared failed (then leave()).
 export const AGORA_JOIN_TIMEOUT_MS = 10000;
 
-export class AgoraEngine extends Emitter {
+export class AgoraEngine extends MediaEngineBase {
   constructor({ AgoraRTC, appId, document = globalThis.document, timers = globalThis,
                 joinTimeoutMs = AGORA_JOIN_TIMEOUT_MS, log = () => {} }) {
     super();
@@ -45,17 +46,6 @@ export class AgoraEngine extends Emitter {
     this.audioMuted = false;
     this.videoMuted = false;
     this.firstFrameSeen = false;
-  }
-
-  setViews({ localView, remoteView }) {
-    if (localView !== undefined) this.localView = localView;
-    if (remoteView !== undefined) this.remoteView = remoteView;
-  }
-
-  startCapture(callType) {
-    this.callType = this.callType ?? callType;
-    if (!this.capture) this.capture = this._capture(callType);
-    return this.capture;
   }
 
   async _capture(callType) {

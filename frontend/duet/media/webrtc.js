@@ -17,7 +17,8 @@
  * connection with that device (a reloaded callee page), so either side can rebuild mid-call.
  */
 
-import { Emitter, MediaEngineEvent as Ev } from "./emitter.js";
+import { MediaEngineBase } from "./base.js";
+import { MediaEngineEvent as Ev } from "./emitter.js";
 import { onFirstVideoFrame } from "./first-frame.js";
 import { Peer } from "./webrtc-peer.js";
 
@@ -30,7 +31,7 @@ function sessionId() {
   return globalThis.crypto.randomUUID().slice(0, 8);
 }
 
-export class WebRtcEngine extends Emitter {
+export class WebRtcEngine extends MediaEngineBase {
   /**
    * @param {object} options
    * @param {RTCIceServer[]} options.iceServers  from hello's config.media
@@ -64,19 +65,6 @@ export class WebRtcEngine extends Emitter {
     this.preview = null;
     this.audioMuted = false;
     this.videoMuted = false;
-  }
-
-  setViews({ localView, remoteView }) {
-    if (localView !== undefined) this.localView = localView;
-    if (remoteView !== undefined) this.remoteView = remoteView;
-  }
-
-  /** Start the camera and microphone (once per call); resolves with the local stream, or with
-   * null when the call ended before the browser gave it. */
-  startCapture(callType) {
-    this.callType = this.callType ?? callType;
-    if (!this.capture) this.capture = this._capture(callType);
-    return this.capture;
   }
 
   async _capture(callType) {

@@ -1,0 +1,18 @@
+import { Emitter } from "./emitter.js";
+
+/** What every media engine shares: its views and one capture per call. An engine subclass
+ * implements `_capture(callType)`, resolving with its local media (or null if the call ended). */
+export class MediaEngineBase extends Emitter {
+  setViews({ localView, remoteView }) {
+    if (localView !== undefined) this.localView = localView;
+    if (remoteView !== undefined) this.remoteView = remoteView;
+  }
+
+  /** Start the camera and microphone (once per call); resolves with the local media, or with
+   * null when the call ended before the browser gave it. */
+  startCapture(callType) {
+    this.callType = this.callType ?? callType;
+    if (!this.capture) this.capture = this._capture(callType);
+    return this.capture;
+  }
+}
