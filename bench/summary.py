@@ -97,3 +97,22 @@ def write_summary(directory: Path) -> Path:
     out = directory / "README.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def main() -> None:
+    """Print the table rows of some results: ``summary.py cycle matrix`` (kind, name filter)."""
+    import sys
+
+    directory = Path(__file__).resolve().parent / "results"
+    kind, needle = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""
+    results = []
+    for path in sorted(directory.glob("*.json")):
+        result = json.loads(path.read_text())
+        if result.get("scenario") == kind and needle in result.get("name", ""):
+            results.append(result)
+    rows = {"cycle": cycle_rows, "relay": relay_rows, "idle": idle_rows}[kind](results)
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
