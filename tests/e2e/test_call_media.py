@@ -125,3 +125,39 @@ def test_callee_signed_in_twice_the_other_tab_hears_answered_elsewhere(users, op
                                  timeout=STEP_MS)
     alice.click("#hangup")
     bob_laptop.expect_state("prepared", "remoteHangup")
+
+
+def test_the_caller_reloading_while_the_callee_rings_resumes_the_call(users, open_person):
+    # given: bob's device rings and has alice's picture (media negotiated while ringing)
+    alice = open_person(users.alice)
+    bob = open_person(users.bob)
+    alice.call(users.bob, "video")
+    bob.expect_state("calling", "remoteVideoCall")
+    alice.wait_for_first_remote_frame()
+    bob.wait_for_first_remote_frame()
+    call_id = alice.page.evaluate("duet.api.getCallId()")
+    # when
+    alice.page.reload()
+    alice.wait_ready()
+    # then: the reloaded page resumes the outgoing call from hello's active_call
+    alice.expect_state("calling", "localVideoCall")
+    expect(alice.page.locator("#outgoing")).to_be_visible()
+    assert alice.page.evaluate("duet.api.getCallId()") == call_id
+    bob.expect_state("calling", "remoteVideoCall")
+    expect(bob.page.locator("#incoming")).to_be_visible()
+    # when
+    bob.click("#accept")
+    # then
+    bob.expect_state("connected")
+    alice.expect_state("connected")
+    assert alice.remote_video_decoding() is True
+    assert bob.remote_video_decoding() is True
+    assert alice.peer_connection_count() == 1
+    assert bob.peer_connection_count() == 1
+    expect(alice.page.locator("#outgoing")).to_be_hidden()
+    expect(bob.page.locator("#incoming")).to_be_hidden()
+    # when
+    alice.click("#hangup")
+    # then
+    alice.expect_state("prepared", "localHangup")
+    bob.expect_state("prepared", "remoteHangup")
