@@ -11,6 +11,7 @@ class FakeAgoraRTC {
     this.log = [];
     this.joinNeverAnswers = joinNeverAnswers;
     this.clients = [];
+    this.cameraConfigs = [];
   }
   createClient(config) {
     const sdk = this;
@@ -32,7 +33,10 @@ class FakeAgoraRTC {
     return { kind, enabled: true, setEnabled(on) { this.enabled = on; }, play() { sdk.log.push(["playLocal", kind]); },
              close() { sdk.log.push(["close", kind]); } };
   }
-  createMicrophoneAndCameraTracks() { return Promise.resolve([this.localTrack("audio"), this.localTrack("video")]); }
+  createMicrophoneAndCameraTracks(audioConfig, videoConfig) {
+    this.cameraConfigs.push(videoConfig);
+    return Promise.resolve([this.localTrack("audio"), this.localTrack("video")]);
+  }
   createMicrophoneAudioTrack() { return Promise.resolve(this.localTrack("audio")); }
 }
 
@@ -70,6 +74,17 @@ test("join uses the server's app id, channel, token and uid while capturing, the
     ["playLocal", "video"], ["publish", ["audio", "video"]],
   ]);
   assert.deepEqual(events, ["localFrame", "joined", "published"]);
+  assert.deepEqual(AgoraRTC.cameraConfigs, [{ encoderConfig: { width: 640, height: 360, frameRate: 15 } }]);
+});
+
+test("the camera track is made with the video settings given to the engine", async () => {
+  // given
+  const { engine, AgoraRTC } = makeEngine();
+  engine.setVideoEncoderConfig({ width: 1280, height: 720, frameRate: 24 });
+  // when
+  await engine.join({ role: "caller", callType: "video", credentials: CREDENTIALS });
+  // then
+  assert.deepEqual(AgoraRTC.cameraConfigs, [{ encoderConfig: { width: 1280, height: 720, frameRate: 24 } }]);
 });
 
 test("remote video is subscribed at once into a hidden element; remote audio only once revealed", async () => {

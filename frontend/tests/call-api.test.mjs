@@ -158,6 +158,28 @@ test("firstFrameWaittingDisabled reports the first frame as soon as the call is 
   assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone), ["first_remote_frame"]);
 });
 
+test("prepareForCall's videoEncoderConfig reaches the engine, before and after hello", async () => {
+  // given: set before the engine exists
+  const { api, engine } = await makeApi({ prepare: { videoEncoderConfig: { frameRate: 24 } } });
+  // then
+  assert.deepEqual(engine.videoEncoderConfig, { width: 640, height: 360, frameRate: 24 });
+  // when: set again later; left out, it keeps its value
+  api.prepareForCall({ videoEncoderConfig: { width: 1280, height: 720 } });
+  api.prepareForCall({ callTimeoutMillisecond: 5000 });
+  // then
+  assert.deepEqual(engine.videoEncoderConfig, { width: 1280, height: 720, frameRate: 15 });
+});
+
+test("a bad videoEncoderConfig is refused with a TypeError and changes nothing", async () => {
+  // given
+  const { api, engine } = await makeApi();
+  // when / then
+  assert.throws(() => api.prepareForCall({ callTimeoutMillisecond: 5000, videoEncoderConfig: { width: -1 } }),
+                { name: "TypeError", message: /videoEncoderConfig.width must be a whole number/ });
+  assert.equal(api.prepareConfig.callTimeoutMillisecond, null);
+  assert.deepEqual(engine.videoEncoderConfig, { width: 640, height: 360, frameRate: 15 });
+});
+
 test("a busy callee ends the dialed call at once", async () => {
   // given
   const { api, socket, engine, seen } = await makeApi();

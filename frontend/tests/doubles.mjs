@@ -72,6 +72,7 @@ export class FakeEngine {
   on(name, fn) { this.handlers.set(name, fn); }
   emit(name, detail = {}) { this.handlers.get("*")?.({ name, ...detail }); }
   setViews(views) { this.record("setViews", views); }
+  setVideoEncoderConfig(config) { this.videoEncoderConfig = config; } // kept, as an engine does
   startCapture(callType) { this.record("startCapture", callType); return Promise.resolve({}); }
   join(options) { this.record("join", options); }
   handleSignal(from, payload) { this.record("handleSignal", from, payload); }
@@ -103,6 +104,8 @@ export class FakeElement {
     });
   }
   append(child) { this.children.push(child); }
+  addEventListener() {}
+  removeEventListener() {}
   remove() { this.removed = true; }
   querySelectorAll(selector) {
     const name = selector.replace(/^\./, "");

@@ -12,6 +12,10 @@ from tests.e2e.timings import call_timings, medians, print_timings
 # How many calls the timing test makes (the benchmark records the median of ten).
 TIMED_CALLS = int(os.environ.get("DUET_BROWSER_TIMED_CALLS", "10"))
 HUNG_UP = re.compile(r"^You hung up\. The call lasted 0:\d\d\.$")
+CAMERA_SETTINGS_JS = """() => {
+  const { width, height, frameRate } = duet.api.getMediaEngine().localStream.getVideoTracks()[0].getSettings();
+  return { width, height, frameRate };
+}"""
 
 
 def connect_video_call(alice, bob, users) -> dict:
@@ -39,6 +43,7 @@ def test_video_call_shows_frames_both_ways_and_the_caller_hangs_up(users, open_p
     assert bob.remote_video_decoding() is True
     assert alice.remote_video_size()["width"] > 0
     assert bob.remote_video_size()["width"] > 0
+    assert alice.page.evaluate(CAMERA_SETTINGS_JS) == {"width": 640, "height": 360, "frameRate": 15}
     print_timings("video call", timings)
     # when
     alice.click("#hangup")
@@ -67,6 +72,22 @@ def test_video_call_the_callee_hangs_up(users, open_person):
     expect(alice.page.locator("#toast")).to_have_text(
         re.compile(rf"^{users.bob.name} hung up\. The call lasted 0:\d\d\.$"))
     expect(bob.page.locator("#call-view")).to_be_hidden()
+
+
+def test_the_camera_captures_at_the_video_settings_given_to_prepare_for_call(users, open_person):
+    # given
+    alice = open_person(users.alice)
+    bob = open_person(users.bob)
+    bob.page.evaluate("duet.api.prepareForCall({videoEncoderConfig: {width: 320, height: 240, frameRate: 10}})")
+    # when
+    connect_video_call(alice, bob, users)
+    # then
+    assert bob.page.evaluate(CAMERA_SETTINGS_JS) == {"width": 320, "height": 240, "frameRate": 10}
+    assert alice.page.evaluate(CAMERA_SETTINGS_JS) == {"width": 640, "height": 360, "frameRate": 15}
+    assert alice.remote_video_decoding() is True
+    assert 0 < alice.remote_video_size()["width"] <= 320
+    bob.click("#hangup")
+    alice.expect_state("prepared", "remoteHangup")
 
 
 def test_video_call_timings_over_repeated_calls(users, open_person):

@@ -18,6 +18,7 @@ import {
   LIVE_STATES,
 } from "./codes.js";
 import { MediaEngineEvent } from "../media/emitter.js";
+import { DEFAULT_VIDEO_ENCODER_CONFIG, videoEncoderConfig } from "../media/video-config.js";
 
 const MILESTONE_OF = {
   [MediaEngineEvent.joined]: ["joined", CostNode.localUserJoinChannel, CallEvent.localJoined],
@@ -38,6 +39,7 @@ export const DEFAULT_PREPARE_CONFIG = Object.freeze({
   userExtension: null,
   callTimeoutMillisecond: null, // null: the server's ring timeout (hello's config)
   firstFrameWaittingDisabled: false, // CallAPI's spelling
+  videoEncoderConfig: DEFAULT_VIDEO_ENCODER_CONFIG, // {width, height, frameRate} of the camera
 });
 
 export class CallApi {
@@ -108,11 +110,16 @@ export class CallApi {
     });
   }
 
-  /** CallAPI: set the views and options of the next calls; the state becomes prepared. */
+  /**
+   * CallAPI: set the views and options of the next calls; the state becomes prepared. Options
+   * left out keep their value; `videoEncoderConfig`'s settings left out take their default
+   * (media/video-config.js), and a bad one throws a TypeError before anything changes.
+   */
   prepareForCall(prepareConfig = {}) {
-    this.prepareConfig = { ...this.prepareConfig, ...prepareConfig };
-    this.engine?.setViews({ localView: this.prepareConfig.localView,
-                            remoteView: this.prepareConfig.remoteView });
+    const given = { ...prepareConfig };
+    if ("videoEncoderConfig" in given) given.videoEncoderConfig = videoEncoderConfig(given.videoEncoderConfig);
+    this.prepareConfig = { ...this.prepareConfig, ...given };
+    if (this.engine) this._configureEngine();
     if (this.state === CallStateType.idle || this.state === CallStateType.failed) {
       this._setState(CallStateType.prepared, CallStateReason.none, "", {});
     }
@@ -240,8 +247,7 @@ export class CallApi {
         sendSignal: (payload, toDevice) => this._sendSignal(payload, toDevice),
         agoraSdkUrl: this.config.agoraSdkUrl,
       });
-      this.engine.setViews({ localView: this.prepareConfig.localView,
-                             remoteView: this.prepareConfig.remoteView });
+      this._configureEngine();
       this.engine.on("*", (event) => this._onMediaEvent(event));
     }
     this._notify("onConnectionChanged", "open");
@@ -257,6 +263,12 @@ export class CallApi {
     }
     for (const [event, flags] of this.backlog.splice(0)) this._onEvent(event, flags);
     if (firstTime) this._initialized?.resolve(data);
+  }
+
+  _configureEngine() {
+    this.engine.setViews({ localView: this.prepareConfig.localView,
+                           remoteView: this.prepareConfig.remoteView });
+    this.engine.setVideoEncoderConfig(this.prepareConfig.videoEncoderConfig);
   }
 
   _onSocketStatus(status, error) {

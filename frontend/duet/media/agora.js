@@ -51,7 +51,7 @@ export class AgoraEngine extends MediaEngineBase {
   async _capture(callType) {
     const generation = this.generation;
     const tracks = callType === "video"
-      ? await this.AgoraRTC.createMicrophoneAndCameraTracks()
+      ? await this.AgoraRTC.createMicrophoneAndCameraTracks({}, { encoderConfig: { ...this.videoEncoderConfig } })
       : [await this.AgoraRTC.createMicrophoneAudioTrack()];
     if (generation !== this.generation) { // the call ended while the browser was asking
       tracks.forEach((track) => track.close());

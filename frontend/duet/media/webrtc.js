@@ -20,11 +20,9 @@
 import { MediaEngineBase } from "./base.js";
 import { MediaEngineEvent as Ev } from "./emitter.js";
 import { onFirstVideoFrame } from "./first-frame.js";
+import { cameraConstraints } from "./video-config.js";
 import { Peer } from "./webrtc-peer.js";
 
-// Camera constraints: a 1v1 call on a laptop; the browser picks the nearest the camera offers.
-export const VIDEO_CONSTRAINTS = Object.freeze({ width: { ideal: 1280 }, height: { ideal: 720 },
-                                                 frameRate: { ideal: 30 } });
 const CALLEE_PEER = "caller"; // the callee's one connection, before it knows the caller device
 
 function sessionId() {
@@ -70,7 +68,7 @@ export class WebRtcEngine extends MediaEngineBase {
   async _capture(callType) {
     const generation = this.generation;
     const stream = await this.mediaDevices.getUserMedia({
-      audio: true, video: callType === "video" ? VIDEO_CONSTRAINTS : false });
+      audio: true, video: callType === "video" ? cameraConstraints(this.videoEncoderConfig) : false });
     if (generation !== this.generation) { // the call ended while the browser was asking
       stream.getTracks().forEach((track) => track.stop());
       return null;
