@@ -4,7 +4,7 @@ import { test } from "node:test";
 
 import { CallApi } from "../duet/callapi/call-api.js";
 import { MILESTONE_REPORT_DELAY_MS } from "../duet/callapi/call-api.js";
-import { FakeCallSocket, FakeEngine, ManualClock } from "./doubles.mjs";
+import { FakeCallSocket, FakeEngine, ManualClock, settle } from "./doubles.mjs";
 
 const ALICE = { id: 1, username: "alice", display_name: "Alice" };
 const BOB = { id: 2, username: "bob", display_name: "Bob" };
@@ -115,6 +115,51 @@ for (const [label, listener, joinsWhileRinging] of [
     assert.deepEqual(socket.sent("accept"), [{ type: "accept", call_id: "c2" }]);
   });
 }
+
+test("accept sends its frame before the media joins (canJoinRtcOnCalling false)", async () => {
+  // given
+  const { api, socket, engine } = await makeApi({ user: BOB, listener: { canJoinRtcOnCalling: () => false } });
+  socket.event(state("c2", "calling", "remoteVideoCall"));
+  let acceptsSentAtJoin = null;
+  engine.join = () => { acceptsSentAtJoin = socket.sent("accept").length; };
+  // when
+  await api.accept(1);
+  // then
+  assert.equal(acceptsSentAtJoin, 1);
+});
+
+test("an engine that needs credentials joins on accept with the accept's, not with a token request", async () => {
+  // given
+  const { api, socket, engine } = await makeApi({ user: BOB, listener: { canJoinRtcOnCalling: () => false } });
+  engine.needsCredentials = true;
+  socket.event(state("c2", "calling", "remoteVideoCall"));
+  socket.replies.accept = { channel: "duet-c2", media: { engine: "agora", token: "from-accept" } };
+  // when
+  await api.accept(1);
+  await settle();
+  // then
+  assert.deepEqual(socket.sent("token"), []);
+  assert.deepEqual(engine.calls.filter(([name]) => name === "join"), [
+    ["join", { role: "callee", callType: "video", credentials: { engine: "agora", token: "from-accept" } }]]);
+});
+
+test("an accept that fails leaves the media unjoined, and the next accept joins it", async () => {
+  // given
+  const { api, socket, engine } = await makeApi({ user: BOB, listener: { canJoinRtcOnCalling: () => false } });
+  engine.needsCredentials = true;
+  socket.event(state("c2", "calling", "remoteVideoCall"));
+  socket.replies.accept = Object.assign(new Error("x"), { code: "timeout", reason: "no reply" });
+  await assert.rejects(api.accept(1), { code: "timeout" });
+  await settle();
+  assert.equal(engine.names().includes("join"), false);
+  // when
+  socket.replies.accept = { channel: "duet-c2", media: { token: "t2" } };
+  await api.accept(1);
+  await settle();
+  // then
+  assert.deepEqual(engine.calls.filter(([name]) => name === "join").map(([, options]) => options.credentials),
+                   [{ token: "t2" }]);
+});
 
 test("the first remote frame is reported once with the cost nodes; other milestones wait for connected", async () => {
   // given

@@ -170,9 +170,12 @@ export class CallApi {
 
   async accept(remoteUserId) {
     this.costs.mark(CostNode.acceptCall);
-    this.acceptedAt = this.now();
-    if (!this.mediaJoined) this._joinMedia(); // canJoinRtcOnCalling said no: join now
-    const reply = await this._request("accept", {});
+    // The frame goes first: joining the media (camera, connection) takes this thread tens of ms.
+    const accepting = this._request("accept", {});
+    if (!this.mediaJoined) { // canJoinRtcOnCalling said no: join now, with the accept's credentials
+      this._joinMedia({ fetchCredentials: () => accepting.then((reply) => reply.media) });
+    }
+    const reply = await accepting;
     this.credentials = reply.media ?? this.credentials;
     return reply;
   }
@@ -366,16 +369,20 @@ export class CallApi {
     return true;
   }
 
-  async _joinMedia() {
+  /** Join the call's media. An engine that needs credentials (Agora) and has none gets them from
+   * `fetchCredentials` (by default a `token` request). */
+  async _joinMedia({ fetchCredentials = () => this._request("token", {}).then((reply) => reply.media) } = {}) {
     this.mediaJoined = true;
     const callId = this.callId;
     this._notify("onCallEventChanged", CallEvent.joinRTCStart, "");
     let credentials = this.role === "caller" ? this.credentials : null;
     if (this.engine.needsCredentials && !credentials) {
       try {
-        credentials = (await this._request("token", {})).media;
+        credentials = await fetchCredentials();
       } catch {
-        return; // the call ended meanwhile; its end event tears down
+        // The call ended meanwhile (its end event tears down) or the accept failed: join again later.
+        if (callId === this.callId) this.mediaJoined = false;
+        return;
       }
       if (callId !== this.callId) return;
     }
