@@ -3,6 +3,7 @@
  * call. Both engines (webrtc.js, agora.js) offer:
  *
  *   setViews({localView, remoteView})   elements the engine renders into
+ *   setVideoEncoderConfig(config)       camera settings from the next capture (video-config.js)
  *   startCapture(callType) -> Promise   camera and microphone (microphone only for audio)
  *   join({role, callType, credentials}) take part in the call's media
  *   handleSignal(fromDevice, payload)   a relayed negotiation payload (WebRTC)
