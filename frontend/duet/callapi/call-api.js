@@ -2,36 +2,27 @@
  * CallApi: the browser's call client, named after Agora's CallAPI so that its README maps one to
  * one (initialize, prepareForCall, call, cancelCall, accept, reject, hangup, getCallId, ...).
  *
- * The server decides every call. This class renders the server's `call.state`/`call.event` to
- * listeners and drives the media engine from them; it never decides a state by itself except
- * the client-local ones (idle before prepareForCall, prepared after it). What it does locally:
- * - media timing: capture at call(), join on ringing unless canJoinRtcOnCalling says no,
- *   keep only the answering device at connecting, reveal at connected, tear down at the end;
- * - reports each media milestone with a `media` frame, and its cost nodes with the first frame;
- * - resumes after a reload from hello's `active_call` (events replayed to a reloaded page are
- *   acknowledged but not replayed into the media: their connections died with the old page).
+ * The server decides every call. This class sends the intents and renders the server's
+ * `call.state`/`call.event` to listeners; it never decides a state by itself except the
+ * client-local ones (idle before prepareForCall, prepared after it). Its parts:
+ * - call-state.js: this device's state, the call it shows and what a server state does to them;
+ * - media-driver.js: the media engine driven from the states (capture at call(), join while
+ *   ringing unless canJoinRtcOnCalling says no, keep the answering device, reveal at connected,
+ *   tear down at the end) and the engine's milestones reported with `media` frames;
+ * - here: set-up, intents, and the server's events, including the resume after a reload from
+ *   hello's `active_call` (events replayed to a reloaded page are acknowledged but not applied:
+ *   the media connections they describe died with the old page).
  */
 
-import { CallCosts, CostNode, epochNow } from "./costs.js";
+import { CallState } from "./call-state.js";
+import { CostNode, epochNow } from "./costs.js";
 import {
-  CallErrorCodeType, CallErrorEvent, CallEvent, CallStateReason, CallStateType, CallType,
-  LIVE_STATES,
+  CallErrorCodeType, CallErrorEvent, CallEvent, CallStateReason, CallStateType, CallType, LIVE_STATES,
 } from "./codes.js";
-import { MediaEngineEvent } from "../media/emitter.js";
+import { MediaDriver } from "./media-driver.js";
 import { DEFAULT_VIDEO_ENCODER_CONFIG, videoEncoderConfig } from "../media/video-config.js";
 
-const MILESTONE_OF = {
-  [MediaEngineEvent.joined]: ["joined", CostNode.localUserJoinChannel, CallEvent.localJoined],
-  [MediaEngineEvent.published]: ["published", CostNode.publishFirstLocalFrame, null],
-  [MediaEngineEvent.localFrame]: ["local_frame", CostNode.captureFirstLocalFrame, null],
-  [MediaEngineEvent.remoteJoined]: ["remote_joined", CostNode.remoteUserJoinChannel, CallEvent.remoteJoined],
-  [MediaEngineEvent.remoteLeft]: ["remote_left", null, CallEvent.remoteLeft],
-};
-
-// Milestones that only inform the call record are sent this long after connected: at connected
-// the server is still delivering the accept's events, and on the embedded default every socket's
-// database work runs on one thread.
-export const MILESTONE_REPORT_DELAY_MS = 1500;
+export { MILESTONE_REPORT_DELAY_MS } from "./media-driver.js";
 
 export const DEFAULT_PREPARE_CONFIG = Object.freeze({
   localView: null,
@@ -54,30 +45,24 @@ export class CallApi {
     this.createEngine = createEngine;
     this.now = now;
     this.listeners = new Set();
-    this.state = CallStateType.idle;
     this.prepareConfig = { ...DEFAULT_PREPARE_CONFIG };
     this.socket = null;
-    this.engine = null;
     this.user = null;
     this.serverConfig = null;
     this.backlog = [];
-    this._clearCall();
+    this.media = new MediaDriver(this);
+    this.calls = new CallState({ now, media: this.media, notify: (...args) => this._notify(...args),
+                                 userId: () => this.user?.id });
   }
 
-  _clearCall() {
-    this.callId = null;
-    this.dialedCallId = null;
-    this.callInfo = null;
-    this.role = null;
-    this.callType = null;
-    this.credentials = null;
-    this.selectedDevice = null;
-    this.mediaJoined = false;
-    this.firstFrameReported = false;
-    this.deferredReports = [];
-    this.connectedAt = null;
-    this.costs = new CallCosts(this.now);
-  }
+  /** CallAPI's state of this device (codes.js CallStateType). */
+  get state() { return this.calls.state; }
+
+  /** What this device knows of the call it shows (call-state.js CallSession). */
+  get session() { return this.calls.session; }
+
+  /** "caller" or "callee" in the current call, else null. */
+  get role() { return this.session.role; }
 
   // ---- listeners ---------------------------------------------------------------------------
 
@@ -89,6 +74,11 @@ export class CallApi {
     for (const listener of [...this.listeners]) {
       if (typeof listener[method] === "function") listener[method](...args);
     }
+  }
+
+  _canJoinOnCalling(info) {
+    return ![...this.listeners].some((listener) => typeof listener.canJoinRtcOnCalling === "function"
+                                                    && listener.canJoinRtcOnCalling(info) === false);
   }
 
   // ---- set-up ------------------------------------------------------------------------------
@@ -119,33 +109,30 @@ export class CallApi {
     const given = { ...prepareConfig };
     if ("videoEncoderConfig" in given) given.videoEncoderConfig = videoEncoderConfig(given.videoEncoderConfig);
     this.prepareConfig = { ...this.prepareConfig, ...given };
-    if (this.engine) this._configureEngine();
+    if (this.media.engine) this.media.configure();
     if (this.state === CallStateType.idle || this.state === CallStateType.failed) {
-      this._setState(CallStateType.prepared, CallStateReason.none, "", {});
+      this.calls.set(CallStateType.prepared, CallStateReason.none, "", {});
     }
   }
 
   /** Leave every call, close the socket; the client is idle again. */
   async deinitialize() {
-    if (LIVE_STATES.has(this.state)) await this._endFromHere("deinitialize").catch(() => {});
-    await this.engine?.leave();
+    if (this.calls.live) await this._endFromHere("deinitialize").catch(() => {});
+    await this.media.engine?.leave();
     this.socket?.stop();
-    this._clearCall();
+    this.calls.reset();
     this._notify("onCallEventChanged", CallEvent.deinitialize, "");
-    this.state = CallStateType.idle;
   }
 
   // ---- intents -----------------------------------------------------------------------------
 
   /** Call a user. Resolves with the call reply ({call_id, channel, media, outcome}). */
   async call(remoteUserId, { callType = CallType.video, callExtension = null } = {}) {
-    if (LIVE_STATES.has(this.state)) throw this._mismatch("call");
-    this._clearCall();
-    this.costs.start();
-    this.callType = callType;
-    this.role = "caller";
-    // Capture while the call request travels: the camera is warm when the callee's offer lands.
-    this.engine.startCapture(callType).catch((error) => this._captureFailed(error));
+    if (this.calls.live) throw this._mismatch("call");
+    const session = this.calls.newSession();
+    session.callType = callType;
+    session.role = "caller";
+    this.media.captureForCall(callType);
     const extension = { ...(this.prepareConfig.userExtension ?? {}), ...(callExtension ?? {}) };
     const fields = { to: remoteUserId, call_type: callType };
     if (Object.keys(extension).length) fields.extension = extension;
@@ -154,13 +141,13 @@ export class CallApi {
     try {
       reply = await this.socket.request("call", fields);
     } catch (error) {
-      if (!this.callId) await this.engine.leave();
+      if (!this.session.callId) await this.media.engine.leave();
       this._notify("onCallError", CallErrorEvent.sendMessageFail, CallErrorCodeType.message,
                    error.code, error.reason ?? String(error));
       throw error;
     }
-    this.dialedCallId = reply.call_id;
-    this.credentials = reply.media;
+    this.session.dialedCallId = reply.call_id;
+    this.session.credentials = reply.media;
     return reply;
   }
 
@@ -169,14 +156,15 @@ export class CallApi {
   }
 
   async accept(remoteUserId) {
-    this.costs.mark(CostNode.acceptCall);
+    const session = this.session;
+    session.costs.mark(CostNode.acceptCall);
     // The frame goes first: joining the media (camera, connection) takes this thread tens of ms.
     const accepting = this._request("accept", {});
-    if (!this.mediaJoined) { // canJoinRtcOnCalling said no: join now, with the accept's credentials
-      this._joinMedia({ fetchCredentials: () => accepting.then((reply) => reply.media) });
+    if (!session.mediaJoined) { // canJoinRtcOnCalling said no: join now, with the accept's credentials
+      this.media.join({ fetchCredentials: () => accepting.then((reply) => reply.media) });
     }
     const reply = await accepting;
-    this.credentials = reply.media ?? this.credentials;
+    session.credentials = reply.media ?? session.credentials;
     return reply;
   }
 
@@ -190,34 +178,35 @@ export class CallApi {
 
   /** The current call's id while calling/connecting/connected, else "". */
   getCallId() {
-    return LIVE_STATES.has(this.state) ? this.callId : "";
+    return this.calls.live ? this.session.callId : "";
   }
 
-  getCallInfo() { return this.callInfo; }
+  getCallInfo() { return this.session.info; }
 
   /** The cost nodes of the current (or last) call on this device: {node: ms since start}. */
-  getCallCosts() { return this.costs; }
+  getCallCosts() { return this.session.costs; }
 
   /** The media engine, to listen to its own events (CallAPI: addDelegateEx after joinRTCStart). */
-  getMediaEngine() { return this.engine; }
+  getMediaEngine() { return this.media.engine; }
 
-  muteLocalAudio(muted) { this.engine?.setLocalAudioMuted(muted); }
+  muteLocalAudio(muted) { this.media.engine?.setLocalAudioMuted(muted); }
 
-  muteLocalVideo(muted) { this.engine?.setLocalVideoMuted(muted); }
+  muteLocalVideo(muted) { this.media.engine?.setLocalVideoMuted(muted); }
 
   /** Renew the media token: with `token` given use it, else ask the server for a fresh one. */
   async renewToken(token = null) {
     if (!token) {
       const reply = await this._request("token", {});
       token = reply.media?.token ?? null;
-      this.credentials = reply.media ?? this.credentials;
+      this.session.credentials = reply.media ?? this.session.credentials;
     }
-    if (token) await this.engine?.renewToken(token);
+    if (token) await this.media.engine?.renewToken(token);
     this._notify("onCallEventChanged", CallEvent.tokenRenewed, "");
   }
 
+  /** A request about the current call; a refusal is reported to the listeners. */
   _request(type, fields) {
-    const callId = this.callId ?? this.dialedCallId;
+    const callId = this.session.targetId;
     if (!callId) return Promise.reject(this._mismatch(type));
     return this.socket.request(type, { call_id: callId, ...fields }).catch((error) => {
       if (error.code === "state_mismatch") this._notify("onCallEventChanged", CallEvent.stateMismatch, type);
@@ -229,7 +218,7 @@ export class CallApi {
 
   _endFromHere(reason) {
     if (this.state === CallStateType.calling) {
-      return this.role === "caller" ? this.cancelCall(reason) : this.reject(null, reason);
+      return this.session.role === "caller" ? this.cancelCall(reason) : this.reject(null, reason);
     }
     return this.hangup(null, reason);
   }
@@ -245,33 +234,23 @@ export class CallApi {
   async _onHello(data, { firstTime, pageResume }) {
     this.user = data.user;
     this.serverConfig = data.config;
-    if (!this.engine) {
-      this.engine = await this.createEngine(data.config.media, {
-        sendSignal: (payload, toDevice) => this._sendSignal(payload, toDevice),
+    if (!this.media.engine) {
+      this.media.attach(await this.createEngine(data.config.media, {
+        sendSignal: (payload, toDevice) => this.media.sendSignal(payload, toDevice),
         agoraSdkUrl: this.config.agoraSdkUrl,
-      });
-      this._configureEngine();
-      this.engine.on("*", (event) => this._onMediaEvent(event));
+      }));
     }
     this._notify("onConnectionChanged", "open");
     for (const item of data.presence ?? []) this._notify("onPresenceChanged", item.user_id, item.status);
     const active = data.active_call;
     if (active && active.call_id && LIVE_STATES.has(active.state)) {
-      const known = active.call_id === this.callId;
-      this._applyState(active, { resume: !known || pageResume });
-    } else if (LIVE_STATES.has(this.state)) {
-      // The call ended while this device was away and its end is no longer replayable.
-      this._endCall({ call_id: this.callId, reason: CallStateReason.none,
-                      event_reason: "the call ended while this device was away", info: this.callInfo });
+      const known = active.call_id === this.session.callId;
+      this.calls.apply(active, { resume: !known || pageResume });
+    } else {
+      this.calls.endedWhileAway(); // and its end is no longer replayable
     }
     for (const [event, flags] of this.backlog.splice(0)) this._onEvent(event, flags);
     if (firstTime) this._initialized?.resolve(data);
-  }
-
-  _configureEngine() {
-    this.engine.setViews({ localView: this.prepareConfig.localView,
-                           remoteView: this.prepareConfig.remoteView });
-    this.engine.setVideoEncoderConfig(this.prepareConfig.videoEncoderConfig);
   }
 
   _onSocketStatus(status, error) {
@@ -288,217 +267,23 @@ export class CallApi {
 
   _onEvent(event, flags) {
     if (flags.stale && event.name !== "presence") return; // hello's active_call is the truth
-    if (!this.engine && event.name !== "presence") {
+    if (!this.media.engine && event.name !== "presence") {
       this.backlog.push([event, flags]); // the engine is still loading (Agora's SDK)
       return;
     }
     switch (event.name) {
-      case "call.state": this._applyState(event, { resume: false }); break;
-      case "call.event": this._applyEvent(event); break;
+      case "call.state": this.calls.apply(event, { resume: false }); break;
+      case "call.event": this.calls.applyEvent(event); break;
       case "call.signal":
-        if (event.call_id === this.callId && LIVE_STATES.has(this.state)) {
-          this.engine?.handleSignal(event.from_device, event.payload);
+        if (event.call_id === this.session.callId && this.calls.live) {
+          this.media.engine.handleSignal(event.from_device, event.payload);
         }
         break;
       case "call.media":
-        if (event.call_id === this.callId) this.renewToken(event.media?.token).catch(() => {});
+        if (event.call_id === this.session.callId) this.renewToken(event.media?.token).catch(() => {});
         break;
       case "presence": this._notify("onPresenceChanged", event.user_id, event.status); break;
       default: break;
     }
-  }
-
-  _applyState(event, { resume }) {
-    const { call_id: callId, state, reason } = event;
-    const info = event.info ?? {};
-    if (state === CallStateType.prepared) {
-      if (callId === this.callId || (callId === this.dialedCallId && !this.callId)) this._endCall(event);
-      return; // the end of a call this device never showed (e.g. a replaced one)
-    }
-    if (!LIVE_STATES.has(state)) return;
-    const isNewCall = callId !== this.callId;
-    if (isNewCall) {
-      if (callId !== this.dialedCallId) { // an incoming call, or one resumed after a reload
-        this._clearCall();
-        this.costs.start();
-      }
-      this.callId = callId;
-      this.role = info.caller?.id === this.user?.id ? "caller" : "callee";
-      this.callType = info.call_type ?? this.callType;
-    }
-    this.callInfo = info;
-    if (state === this.state && !isNewCall && !resume) return;
-    if (state === CallStateType.connected) this.costs.mark(CostNode.connected);
-    this._setState(state, reason, event.event_reason ?? "", info);
-    this._driveMedia(state, info, { resume, isNewCall });
-  }
-
-  _driveMedia(state, info, { resume, isNewCall }) {
-    if (this.role === "caller") {
-      if (isNewCall || resume) this._joinMedia();
-      if (resume) this.engine.restart();
-      if (info.active_device && info.active_device !== this.selectedDevice) {
-        this.selectedDevice = info.active_device;
-        this.engine.selectRemote(info.active_device);
-      }
-    } else if (state === CallStateType.calling) {
-      if (isNewCall && !this._canJoinOnCalling(info)) return;
-      if (!this.mediaJoined) this._joinMedia();
-    } else if (!this.mediaJoined) {
-      this._joinMedia();
-    } else if (resume) {
-      this.engine.restart();
-    }
-    if (state !== CallStateType.calling && this.prepareConfig.firstFrameWaittingDisabled) {
-      this._reportFirstFrame(); // CallAPI: connected as soon as accepted
-    }
-    if (state === CallStateType.connected) {
-      this.connectedAt = this.now();
-      this.engine.reveal();
-      this._flushDeferredReports();
-      this._notify("onCallConnected", info.channel, info.caller?.id, this.user?.id, Date.now());
-    }
-  }
-
-  _canJoinOnCalling(info) {
-    for (const listener of this.listeners) {
-      if (typeof listener.canJoinRtcOnCalling === "function" && listener.canJoinRtcOnCalling(info) === false) {
-        return false;
-      }
-    }
-    return true;
-  }
-
-  /** Join the call's media. An engine that needs credentials (Agora) and has none gets them from
-   * `fetchCredentials` (by default a `token` request). */
-  async _joinMedia({ fetchCredentials = () => this._request("token", {}).then((reply) => reply.media) } = {}) {
-    this.mediaJoined = true;
-    const callId = this.callId;
-    this._notify("onCallEventChanged", CallEvent.joinRTCStart, "");
-    let credentials = this.role === "caller" ? this.credentials : null;
-    if (this.engine.needsCredentials && !credentials) {
-      try {
-        credentials = await fetchCredentials();
-      } catch {
-        // The call ended meanwhile (its end event tears down) or the accept failed: join again later.
-        if (callId === this.callId) this.mediaJoined = false;
-        return;
-      }
-      if (callId !== this.callId) return;
-    }
-    this.engine.join({ role: this.role, callType: this.callType, credentials });
-  }
-
-  _applyEvent(event) {
-    if (![this.callId, this.dialedCallId, this.endedCallId].includes(event.call_id)) return;
-    if (event.event === CallEvent.remoteUserRecvCall) this.costs.mark(CostNode.remoteUserRecvCall);
-    if (event.event === CallEvent.remoteAccepted) this.costs.mark(CostNode.acceptCall);
-    this._notify("onCallEventChanged", event.event, event.reason ?? "");
-  }
-
-  _endCall(event) {
-    const info = event.info ?? this.callInfo ?? {};
-    const wasConnected = this.state === CallStateType.connected;
-    const callId = this.callId ?? event.call_id;
-    const duration = this.connectedAt ? Math.round(this.now() - this.connectedAt) : 0;
-    if (this.mediaJoined) {
-      this.socket.request("media", { call_id: callId, milestone: "left" }).catch(() => {});
-    }
-    this.engine?.leave();
-    const peerId = this.role === "caller" ? info.callee?.id : info.caller?.id;
-    const costs = this.costs;
-    this._clearCall();
-    this.costs = costs; // kept for getCallCosts() after the call
-    this.endedCallId = callId; // its closing call.event follows the state
-    this._setState(CallStateType.prepared, event.reason, event.event_reason ?? "", info);
-    if (wasConnected) {
-      const byMe = [CallStateReason.localHangup].includes(event.reason);
-      this._notify("onCallDisconnected", info.channel, byMe ? this.user?.id : peerId,
-                   this.user?.id, Date.now(), duration);
-    }
-  }
-
-  _setState(state, reason, eventReason, info) {
-    this.state = state;
-    this._notify("onCallStateChanged", state, reason, eventReason, info);
-  }
-
-  // ---- what the media engine says ----------------------------------------------------------
-
-  _onMediaEvent({ name, ...detail }) {
-    if (!this.callId || !LIVE_STATES.has(this.state)) return;
-    if (name === MediaEngineEvent.firstRemoteFrame) {
-      if (this.role === "caller" && this.callInfo?.active_device && detail.device
-          && detail.device !== this.callInfo.active_device) return;
-      this._reportFirstFrame();
-    } else if (name === MediaEngineEvent.error) {
-      this._report("error", { code: String(detail.code).slice(0, 200) });
-      this._notify("onCallError", CallErrorEvent.rtcOccurError, CallErrorCodeType.rtc, detail.code,
-                   detail.message ?? "");
-    } else if (name === MediaEngineEvent.tokenWillExpire) {
-      this._notify("tokenPrivilegeWillExpire");
-    } else if (name === MediaEngineEvent.audioBlocked) {
-      this._notify("onAudioBlocked");
-    } else if (MILESTONE_OF[name]) {
-      const [milestone, node, event] = MILESTONE_OF[name];
-      const firstTime = node ? !this.costs.has(node) : true;
-      if (node) this.costs.mark(node);
-      if (!firstTime) return;
-      this._report(milestone, {}, { deferred: true });
-      if (name === MediaEngineEvent.localFrame && this.callType === CallType.video) {
-        this._notify("onCallEventChanged", CallEvent.captureFirstLocalVideoFrame, "");
-      } else if (name === MediaEngineEvent.published) {
-        this._notify("onCallEventChanged", this.callType === CallType.video
-          ? CallEvent.publishFirstLocalVideoFrame : CallEvent.publishFirstLocalAudioFrame, "");
-      }
-      if (event) this._notify("onCallEventChanged", event, "");
-    }
-  }
-
-  _reportFirstFrame() {
-    if (this.firstFrameReported) return;
-    this.firstFrameReported = true;
-    this.costs.mark(CostNode.recvFirstFrame);
-    this._report("first_remote_frame", { costs: this.costs.toJSON() });
-    this._notify("onCallEventChanged", CallEvent.recvRemoteFirstFrame, "");
-  }
-
-  /**
-   * Report a media milestone. Milestones that only inform the call record (`deferred`) are sent
-   * once the call is connected: the server handles a socket's frames (and its events) one at a
-   * time, so they must not queue in front of the negotiation, the first frame or the accept.
-   * Their client time travels in `at_ms` and in the cost nodes sent with the first frame.
-   */
-  _report(milestone, extra = {}, { deferred = false } = {}) {
-    const frame = { call_id: this.callId, milestone, at_ms: Math.round(Date.now()), ...extra };
-    if (deferred && (this.state !== CallStateType.connected || this.deferredReports.length)) {
-      this.deferredReports.push(frame);
-    }
-    else this._send("media", frame);
-  }
-
-  /** Send the deferred milestones a moment after connected, when the accept's work is done. */
-  _flushDeferredReports() {
-    const callId = this.callId;
-    this.timers.setTimeout(() => {
-      if (callId !== this.callId) return; // the call ended: the server takes no more milestones
-      for (const frame of this.deferredReports.splice(0)) this._send("media", frame);
-    }, MILESTONE_REPORT_DELAY_MS);
-  }
-
-  _send(type, frame) {
-    this.socket.request(type, frame).catch(() => {});
-  }
-
-  _sendSignal(payload, toDevice) {
-    if (!this.callId) return Promise.resolve();
-    const fields = { call_id: this.callId, payload };
-    if (toDevice) fields.to_device = toDevice;
-    return this.socket.request("signal", fields);
-  }
-
-  _captureFailed(error) {
-    this._notify("onCallError", CallErrorEvent.startCaptureFail, CallErrorCodeType.rtc,
-                 "capture_failed", String(error?.message ?? error));
   }
 }
