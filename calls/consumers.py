@@ -286,10 +286,12 @@ class FrameContext:
 
 # Frame handlers run in a worker thread inside services.client_frame_once's transaction: each
 # calls one service and returns the reply data.
-def _call(ctx, *, to, call_type, extension=None, timeout_ms=None, room=None) -> dict:
+def _call(ctx, *, to, call_type, extension=None, timeout_ms=None, room=None,
+          wait_first_frame=True) -> dict:
     started = services.call_start(caller=ctx.user, device_id=ctx.device_id, callee_id=to,
                                   call_type=call_type, extension=extension,
-                                  timeout_ms=timeout_ms, room_id=room)
+                                  timeout_ms=timeout_ms, room_id=room,
+                                  wait_first_frame=wait_first_frame)
     return {"call_id": started.call.call_id, "channel": started.call.channel,
             "media": started.media, "outcome": started.outcome.value}
 
@@ -299,8 +301,9 @@ def _cancel(ctx, *, call_id, reason="") -> dict:
     return {}
 
 
-def _accept(ctx, *, call_id) -> dict:
-    return services.call_accept(user=ctx.user, device_id=ctx.device_id, call_id=call_id)
+def _accept(ctx, *, call_id, wait_first_frame=True) -> dict:
+    return services.call_accept(user=ctx.user, device_id=ctx.device_id, call_id=call_id,
+                                wait_first_frame=wait_first_frame)
 
 
 def _reject(ctx, *, call_id, reason="") -> dict:

@@ -355,7 +355,8 @@ class CallStarted:
 
 def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
                extension: dict | None = None, timeout_ms: int | None = None,
-               room_id: int | None = None, now: datetime | None = None) -> CallStarted:
+               room_id: int | None = None, wait_first_frame: bool = True,
+               now: datetime | None = None) -> CallStarted:
     from django.conf import settings
 
     call_type = CallType(call_type)
@@ -378,14 +379,16 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
                 now_ms=to_ms(now), timeout_ms=timeout_ms, caller_device=device_id,
                 caller_active=to_snapshot(caller_call) if caller_call else None,
                 callee_active=to_snapshot(callee_call) if callee_call else None,
-                callee_online=selectors.is_online(callee_id, now=now))
+                callee_online=selectors.is_online(callee_id, now=now),
+                wait_first_frame=wait_first_frame)
         except RuleViolation as violation:
             raise ServiceError(violation.code, violation.message) from None
         outbox = Outbox(now)
         if decision.outcome is DialOutcome.glare:
             _apply(call=caller_call, before=to_snapshot(caller_call), transition=decision.existing,
                    profiles=profiles, outbox=outbox, now=now,
-                   record=Record("accept", caller.pk, device_id, {"via": "glare"}))
+                   record=Record("accept", caller.pk, device_id,
+                                 {"via": "glare", **_frame_wait(wait_first_frame)}))
             result = caller_call
         else:
             if decision.outcome is DialOutcome.recall:
@@ -395,15 +398,20 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
             result = _create_call(decision.created, profiles=profiles, outbox=outbox, now=now,
                                   device_id=device_id, extension=extension or {},
                                   timeout_ms=timeout_ms, room_id=room_id,
-                                  outcome=decision.outcome)
+                                  outcome=decision.outcome, wait_first_frame=wait_first_frame)
         outbox.flush(profiles)
     credentials = media.credentials_for(channel=result.channel, user_id=caller.pk,
                                         now_ms=to_ms(now))
     return CallStarted(result, decision.outcome, credentials.media)
 
 
+def _frame_wait(wait_first_frame: bool) -> dict:
+    """The timeline's note of a device that connects without waiting for a first remote frame."""
+    return {} if wait_first_frame else {"wait_first_frame": False}
+
+
 def _create_call(created: Transition, *, profiles, outbox, now, device_id, extension, timeout_ms,
-                 room_id, outcome: DialOutcome) -> CallSession:
+                 room_id, outcome: DialOutcome, wait_first_frame: bool) -> CallSession:
     snap = created.call
     call_id = secrets.token_hex(16)
     call = CallSession(
@@ -417,7 +425,8 @@ def _create_call(created: Transition, *, profiles, outbox, now, device_id, exten
         _occupy(call, profiles, outbox)
     _apply(call=call, before=None, transition=created, profiles=profiles, outbox=outbox, now=now,
            record=Record("dial", snap.caller_id, device_id,
-                         {"outcome": outcome.value, "call_type": snap.call_type.value}))
+                         {"outcome": outcome.value, "call_type": snap.call_type.value,
+                          **_frame_wait(wait_first_frame)}))
     return call
 
 
@@ -477,10 +486,11 @@ def _step_call(*, call_id: str, inp: Input, now: datetime | None, record: Record
 
 def _intent(kind: InputKind, *, user, device_id: str, call_id: str, now: datetime | None,
             reason: str = "", payload: dict | None = None, milestone: Milestone | None = None,
-            annotate=None) -> CallSession:
+            annotate=None, wait_first_frame: bool = True) -> CallSession:
     return _step_call(
         call_id=call_id, now=now, reason_text=reason, check_user=user.pk, annotate=annotate,
-        inp=Input(kind, user_id=user.pk, device_id=device_id, milestone=milestone),
+        inp=Input(kind, user_id=user.pk, device_id=device_id, milestone=milestone,
+                  wait_first_frame=wait_first_frame),
         record=Record(kind.value, user.pk, device_id, payload or ({"reason": reason} if reason else {})))
 
 
@@ -502,8 +512,10 @@ def call_hangup(*, user, device_id: str, call_id: str, reason: str = "",
                    reason=reason)
 
 
-def call_accept(*, user, device_id: str, call_id: str, now: datetime | None = None) -> dict:
-    call = _intent(InputKind.accept, user=user, device_id=device_id, call_id=call_id, now=now)
+def call_accept(*, user, device_id: str, call_id: str, wait_first_frame: bool = True,
+                now: datetime | None = None) -> dict:
+    call = _intent(InputKind.accept, user=user, device_id=device_id, call_id=call_id, now=now,
+                   wait_first_frame=wait_first_frame, payload=_frame_wait(wait_first_frame))
     credentials = media.credentials_for(channel=call.channel, user_id=user.pk,
                                         now_ms=to_ms(now or timezone.now()))
     if credentials.expires_at_ms is not None:
