@@ -19,7 +19,7 @@ from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
-from django.db import transaction
+from django.db import connection, transaction
 
 from calls.models import Profile, UserEvent
 
@@ -65,8 +65,8 @@ class Outbox:
                                   call_id=pending.call_id, frame=frame,
                                   only_device=pending.only_device,
                                   except_device=pending.except_device, created_at=self.now))
-        for user_id in sorted(self.dirty):
-            profiles[user_id].save(update_fields=sorted(self.dirty[user_id]))
+        save_profiles([profiles[user_id] for user_id in sorted(self.dirty)],
+                      sorted(set().union(*self.dirty.values())) if self.dirty else [])
         self.dirty = {}
         if not rows:
             return []
@@ -74,6 +74,34 @@ class Outbox:
         self.events = []
         transaction.on_commit(lambda: publish(rows))
         return rows
+
+
+def save_profiles(rows: list[Profile], field_names: list[str]) -> None:
+    """Write ``field_names`` of the locked profile ``rows`` in one UPDATE.
+
+    The rows are locked by this transaction, so their other values are the stored ones and every
+    named field can be written for every row. Hand-written because this runs in every call
+    transaction: one statement instead of one ``save()`` per profile, without the ORM's compile.
+    """
+    if not rows or not field_names:
+        return
+    ops = connection.ops
+    quote = ops.quote_name
+    pk_column = quote(Profile._meta.pk.column)
+    assignments, params = [], []
+    for name in field_names:
+        model_field = Profile._meta.get_field(name)
+        column = quote(model_field.column)
+        cases = " ".join(["WHEN %s THEN %s"] * len(rows))
+        assignments.append(f"{column} = CAST(CASE {pk_column} {cases} END AS "
+                           f"{model_field.db_type(connection)})")
+        for profile in rows:
+            params += [profile.pk, getattr(profile, model_field.attname)]
+    params += [profile.pk for profile in rows]
+    placeholders = ", ".join(["%s"] * len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {quote(Profile._meta.db_table)} SET {', '.join(assignments)} "
+                       f"WHERE {pk_column} IN ({placeholders})", params)
 
 
 def wire_event(row: UserEvent) -> dict:

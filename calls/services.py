@@ -112,7 +112,9 @@ def from_ms(value: int) -> datetime:
 
 
 def lock_profiles(user_ids) -> dict[int, Profile]:
-    """Lock the profiles of ``user_ids`` in ascending id order, creating missing ones first."""
+    """Lock the profiles of ``user_ids`` in ascending id order, creating missing ones first.
+
+    An id that is no user is left out of the result."""
     ids = sorted(set(user_ids))
 
     def locked():
@@ -121,10 +123,11 @@ def lock_profiles(user_ids) -> dict[int, Profile]:
         return {profile.user_id: profile for profile in rows}
 
     profiles = locked()
-    if len(profiles) < len(ids):  # a user made outside Duet's sign-up has no profile yet
-        for user_id in ids:
-            if user_id not in profiles:
-                Profile.objects.get_or_create(user_id=user_id)
+    missing = [user_id for user_id in ids if user_id not in profiles]
+    if missing:  # a user made outside Duet's sign-up has no profile yet; no such user has none
+        users = User.objects.filter(pk__in=missing).values_list("pk", flat=True)
+        for user_id in users:
+            Profile.objects.get_or_create(user_id=user_id)
         profiles = locked()
     return profiles
 
@@ -363,12 +366,12 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
     timeout_ms = timeout_ms or settings.DUET_RING_TIMEOUT_MS
     if callee_id == caller.pk:
         raise ServiceError("self_call", "you cannot call yourself")
-    if not User.objects.filter(pk=callee_id, is_active=True).exists():
-        raise ServiceError("not_found", f"no user {callee_id}")
     if room_id is not None and not Room.objects.filter(pk=room_id).exists():
         raise ServiceError("not_found", f"no room {room_id}")
     with _atomic():
         profiles = lock_profiles([caller.pk, callee_id])
+        if callee_id not in profiles or not profiles[callee_id].user.is_active:
+            raise ServiceError("not_found", f"no user {callee_id}")
         calls = lock_calls([profiles[caller.pk].active_call_id, profiles[callee_id].active_call_id])
         caller_call = calls.get(profiles[caller.pk].active_call_id)
         callee_call = calls.get(profiles[callee_id].active_call_id)
@@ -650,6 +653,10 @@ def client_frame_once(*, user, frame_id: str, handle) -> dict:
     The reply is stored in the transaction that made the frame's effects, so a frame re-sent
     (after a lost reply, on a new socket) gets the same reply and does nothing again. An error
     rolls the frame's transaction back whole; its reply is then stored on its own.
+
+    Nothing is read first: almost every frame is new, and the unique (user, frame_id) key is the
+    check. A repeated frame runs its handler again inside the transaction, fails to store its reply
+    on that key, rolls back whole (effects, events and timers with it) and gets the stored reply.
     """
     from django.db import IntegrityError
 
@@ -660,9 +667,6 @@ def client_frame_once(*, user, frame_id: str, handle) -> dict:
         return ClientFrame.objects.filter(user=user, frame_id=frame_id).values_list(
             "reply", flat=True).first()
 
-    stored = stored_reply()
-    if stored is not None:
-        return stored
     try:
         try:
             _frame_scope.active = True
@@ -682,7 +686,7 @@ def client_frame_once(*, user, frame_id: str, handle) -> dict:
             return stored_reply() or reply
         return reply
     except IntegrityError:
-        # The same frame, sent twice at once, was answered by the other attempt (ours rolled back).
+        # The same frame was answered before (or by a concurrent attempt): ours rolled back.
         stored = stored_reply()
         if stored is None:
             raise
