@@ -22,12 +22,17 @@ from redis.exceptions import RedisError
 from django.db import connection, transaction
 
 from calls.models import Profile, UserEvent
+from calls.rows import insert
 
 log = logging.getLogger(__name__)
 
 
 def user_group(user_id: int) -> str:
     return f"user.{user_id}"
+
+
+USER_EVENT_FIELDS = ("user", "seq", "call_id", "frame", "only_device", "except_device",
+                     "created_at")
 
 
 @dataclass
@@ -70,7 +75,7 @@ class Outbox:
         self.dirty = {}
         if not rows:
             return []
-        UserEvent.objects.bulk_create(rows)
+        insert(UserEvent, USER_EVENT_FIELDS, rows)
         self.events = []
         transaction.on_commit(lambda: publish(rows))
         return rows

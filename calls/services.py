@@ -20,10 +20,10 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from calls import media, selectors
+from calls import media, rows, selectors
 from calls.domain.codes import CallState, StateReason
 from calls.domain.machine import (
     Audience, CallSnapshot, CallType, DialOutcome, EndReason, Input, InputKind, Milestone, Phase,
@@ -35,6 +35,8 @@ from calls.models import CallEvent, CallSession, Profile, Room
 
 User = get_user_model()
 
+CALL_EVENT_FIELDS = ("call", "at", "actor", "device_id", "kind", "payload")
+CLIENT_FRAME_FIELDS = ("user", "frame_id", "reply", "created_at")
 LIVE_PHASES = (Phase.ringing.value, Phase.accepted.value, Phase.connected.value)
 # Milestones stamped on the call record, per side (the first report counts).
 MILESTONE_FIELDS = {
@@ -118,9 +120,9 @@ def lock_profiles(user_ids) -> dict[int, Profile]:
     ids = sorted(set(user_ids))
 
     def locked():
-        rows = (Profile.objects.select_for_update(of=("self",)).select_related("user")
-                .filter(user_id__in=ids).order_by("user_id"))
-        return {profile.user_id: profile for profile in rows}
+        where = f"{rows.column(Profile, 'user')} IN ({', '.join(['%s'] * len(ids))})"
+        found = rows.select_for_update(Profile, where, ids, related="user", order_by="user")
+        return {profile.user_id: profile for profile in found}
 
     profiles = locked()
     missing = [user_id for user_id in ids if user_id not in profiles]
@@ -136,8 +138,9 @@ def lock_calls(pks) -> dict[int, CallSession]:
     ids = sorted({pk for pk in pks if pk is not None})
     if not ids:
         return {}
-    rows = CallSession.objects.select_for_update().filter(pk__in=ids).order_by("pk")
-    return {call.pk: call for call in rows}
+    where = f"{rows.column(CallSession, 'id')} IN ({', '.join(['%s'] * len(ids))})"
+    found = rows.select_for_update(CallSession, where, ids, order_by="id")
+    return {call.pk: call for call in found}
 
 
 # ---- snapshot mapping -----------------------------------------------------------------------
@@ -287,7 +290,7 @@ def _apply(*, call: CallSession, before: CallSnapshot | None, transition: Transi
     if before is not None and before.phase.is_live and not snap.phase.is_live:
         _release(call, profiles, outbox)
     _save(call, changed)
-    CallEvent.objects.bulk_create(timeline)
+    rows.insert(CallEvent, CALL_EVENT_FIELDS, timeline)
 
 
 def _notified_payload(effect, only: str, exclude: str) -> dict:
@@ -333,11 +336,12 @@ def _save(call: CallSession, changed: set[str]) -> None:
         return
     if not changed:
         return
-    updated = CallSession.objects.filter(pk=call.pk, version=call.version).update(
-        version=call.version + 1, **{name: getattr(call, name) for name in changed})
-    if updated != 1:
-        raise ConcurrentUpdate(call.call_id)
     call.version += 1
+    updated = rows.update(call, ("version", *sorted(changed)), guard="version",
+                          guard_value=call.version - 1)
+    if updated != 1:
+        call.version -= 1
+        raise ConcurrentUpdate(call.call_id)
 
 
 def schedule_ring_timeout(call_id: str, deadline: datetime) -> None:
@@ -443,15 +447,27 @@ def _participants(call_id: str) -> tuple[int, int]:
     return row
 
 
+def _participants_where() -> str:
+    table = connection.ops.quote_name(CallSession._meta.db_table)
+    by_id = f"{rows.column(CallSession, 'call_id')} = %s"
+    return (f"{rows.column(Profile, 'user')} IN ("
+            f"SELECT {rows.column(CallSession, 'caller')} FROM {table} WHERE {by_id} UNION ALL "
+            f"SELECT {rows.column(CallSession, 'callee')} FROM {table} WHERE {by_id})")
+
+
+def lock_call(call_id: str) -> CallSession:
+    found = rows.select_for_update(CallSession, f"{rows.column(CallSession, 'call_id')} = %s",
+                                   [call_id])
+    if not found:
+        raise ServiceError("not_found", f"no call {call_id}")
+    return found[0]
+
+
 def lock_participants(call_id: str) -> dict[int, Profile]:
     """Lock the profiles of a call's two participants (ascending id) in one query."""
-    from django.db.models import Q
-
-    call = CallSession.objects.filter(call_id=call_id)
-    rows = (Profile.objects.select_for_update(of=("self",)).select_related("user")
-            .filter(Q(user_id__in=call.values("caller_id")) | Q(user_id__in=call.values("callee_id")))
-            .order_by("user_id"))
-    profiles = {profile.user_id: profile for profile in rows}
+    found = rows.select_for_update(Profile, _participants_where(), [call_id, call_id],
+                                   related="user", order_by="user")
+    profiles = {profile.user_id: profile for profile in found}
     if len(profiles) == 2:
         return profiles
     return lock_profiles(_participants(call_id))  # no such call, or a profile still to create
@@ -467,7 +483,7 @@ def _step_call(*, call_id: str, inp: Input, now: datetime | None, record: Record
         profiles = lock_participants(call_id)
         if check_user is not None and check_user not in profiles:
             raise ServiceError("forbidden", "you are not a participant of this call")
-        call = CallSession.objects.select_for_update().get(call_id=call_id)
+        call = lock_call(call_id)
         now = call_moment(call, now)
         inp = replace(inp, now_ms=to_ms(now))
         before = to_snapshot(call)
@@ -543,7 +559,7 @@ def call_renew_media(*, call_id: str, now: datetime | None = None) -> bool:
         return False
     with _atomic():
         profiles = lock_participants(call_id)
-        call = CallSession.objects.select_for_update().get(call_id=call_id)
+        call = lock_call(call_id)
         if call.phase not in LIVE_PHASES:
             return False
         outbox = Outbox(now)
@@ -667,21 +683,23 @@ def client_frame_once(*, user, frame_id: str, handle) -> dict:
         return ClientFrame.objects.filter(user=user, frame_id=frame_id).values_list(
             "reply", flat=True).first()
 
+    def store_reply(reply: dict) -> None:
+        rows.insert(ClientFrame, CLIENT_FRAME_FIELDS, [ClientFrame(
+            user_id=user.pk, frame_id=frame_id, reply=reply, created_at=timezone.now())])
+
     try:
         try:
             _frame_scope.active = True
             with transaction.atomic():
                 reply = reply_ok(frame_id, handle())
-                ClientFrame.objects.create(user=user, frame_id=frame_id, reply=reply,
-                                           created_at=timezone.now())
+                store_reply(reply)
             return reply
         finally:
             _frame_scope.active = False
     except ServiceError as error:
         reply = reply_error(frame_id, error.code, error.message)
         try:
-            ClientFrame.objects.create(user=user, frame_id=frame_id, reply=reply,
-                                       created_at=timezone.now())
+            store_reply(reply)
         except IntegrityError:
             return stored_reply() or reply
         return reply
