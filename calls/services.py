@@ -619,7 +619,15 @@ def call_report_media(*, user, device_id: str, call_id: str, milestone: Mileston
 
 
 def call_timeout(*, call_id: str, now: datetime | None = None) -> CallSession:
-    """The ring timer fired: end the call if it is still not connected at its deadline."""
+    """The ring timer fired: end the call if it is still not connected at its deadline.
+
+    Nearly every timer fires for a call that connected or ended long before; phases only move
+    forward, so a call seen settled without a lock is settled for good and needs no transaction.
+    """
+    settled = (CallSession.objects.filter(call_id=call_id)
+               .exclude(phase__in=(Phase.ringing.value, Phase.accepted.value)).first())
+    if settled is not None:
+        return settled
     return _step_call(call_id=call_id, now=now, inp=Input(InputKind.ring_timeout),
                       record=Record("ring_timeout"))
 
