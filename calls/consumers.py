@@ -18,7 +18,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
+from concurrent.futures import ThreadPoolExecutor
+
+from channels.db import database_sync_to_async as _database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
@@ -44,6 +46,16 @@ FRAME_BURST = 200
 # Close code for a socket without a signed-in user (the spec's "unauthenticated").
 CLOSE_UNAUTHENTICATED = 4401
 INCOMING_CALL_REASONS = ("remoteVideoCall", "remoteAudioCall")
+# The socket's database work runs on DUET_DATABASE_THREADS threads, each with its own database
+# connection. Channels' default is one thread per process for every database_sync_to_async call,
+# so each frame's transaction (PostgreSQL round trips included) waited for every other socket's.
+# Row locks, always taken in one order, keep concurrent services correct.
+_database_executor = ThreadPoolExecutor(max_workers=settings.DUET_DATABASE_THREADS,
+                                        thread_name_prefix="duet-db")
+
+
+def database_sync_to_async(function):
+    return _database_sync_to_async(function, thread_sensitive=False, executor=_database_executor)
 
 
 class CallConsumer(AsyncJsonWebsocketConsumer):

@@ -448,11 +448,13 @@ def _participants(call_id: str) -> tuple[int, int]:
 
 
 def _participants_where() -> str:
+    """Two scalar subqueries: PostgreSQL looks both users up by index (a BitmapOr). ``IN`` over
+    subqueries made it scan every profile (bench/patches/07 has the EXPLAIN ANALYZE)."""
     table = connection.ops.quote_name(CallSession._meta.db_table)
     by_id = f"{rows.column(CallSession, 'call_id')} = %s"
-    return (f"{rows.column(Profile, 'user')} IN ("
-            f"SELECT {rows.column(CallSession, 'caller')} FROM {table} WHERE {by_id} UNION ALL "
-            f"SELECT {rows.column(CallSession, 'callee')} FROM {table} WHERE {by_id})")
+    user = rows.column(Profile, "user")
+    return (f"{user} = (SELECT {rows.column(CallSession, 'caller')} FROM {table} WHERE {by_id}) OR "
+            f"{user} = (SELECT {rows.column(CallSession, 'callee')} FROM {table} WHERE {by_id})")
 
 
 def lock_call(call_id: str) -> CallSession:
