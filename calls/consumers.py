@@ -16,15 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from channels.db import database_sync_to_async as _database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.consumer import get_handler_name
 from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
+from django.utils.functional import LazyObject
 
 from calls import devices, media, selectors, services
 from calls.events import remember_home_loop, user_group
@@ -59,8 +60,22 @@ def database_sync_to_async(function):
 
 
 class CallConsumer(AsyncJsonWebsocketConsumer):
+    async def dispatch(self, message):
+        """Channels' dispatch without its ``aclose_old_connections()`` before every message.
+
+        Channels 4.2+ hops to the process's sync thread before handling each frame, ack and group
+        message, to close stale database connections: on a loaded node that was a sixth of the
+        process's CPU and a queue in front of the database thread (docs/benchmarks.md). This
+        consumer touches the database only through ``database_sync_to_async``, which closes stale
+        connections around each call in the thread that owns them.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self):
-        self.user = self.scope.get("user")
+        self.user = _unwrapped(self.scope.get("user"))
         self.device_id: str | None = None
         self.sent_seq = 0
         self.unacked: dict[int, list] = {}  # seq -> [frame, due_monotonic, delay_s, first_sent]
@@ -288,6 +303,15 @@ def _hello(user, device_id: str, channel_name: str, last_seq: int | None, watche
         "presence": [{"user_id": user_id, "status": statuses[user_id]} for user_id in watched],
     }
     return data, replay, cursor
+
+
+def _unwrapped(user):
+    """The user object behind AuthMiddleware's lazy wrapper: every ``self.user.pk`` through the
+    wrapper costs an attribute hook, and the socket reads it on every frame."""
+    if isinstance(user, LazyObject):
+        user.is_authenticated  # noqa: B018 - evaluates the wrapper
+        return user._wrapped
+    return user
 
 
 @dataclass(frozen=True)
