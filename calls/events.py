@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
@@ -90,23 +91,29 @@ def save_profiles(rows: list[Profile], field_names: list[str]) -> None:
     """
     if not rows or not field_names:
         return
-    ops = connection.ops
-    quote = ops.quote_name
+    params = []
+    for name in field_names:
+        attname = Profile._meta.get_field(name).attname
+        for profile in rows:
+            params += [profile.pk, getattr(profile, attname)]
+    params += [profile.pk for profile in rows]
+    with connection.cursor() as cursor:
+        cursor.execute(_profiles_update_sql(tuple(field_names), len(rows), connection.vendor),
+                       params)
+
+
+@lru_cache(maxsize=None)
+def _profiles_update_sql(field_names: tuple[str, ...], count: int, vendor: str) -> str:
+    quote = connection.ops.quote_name
     pk_column = quote(Profile._meta.pk.column)
-    assignments, params = [], []
+    cases = " ".join(["WHEN %s THEN %s"] * count)
+    assignments = []
     for name in field_names:
         model_field = Profile._meta.get_field(name)
-        column = quote(model_field.column)
-        cases = " ".join(["WHEN %s THEN %s"] * len(rows))
-        assignments.append(f"{column} = CAST(CASE {pk_column} {cases} END AS "
+        assignments.append(f"{quote(model_field.column)} = CAST(CASE {pk_column} {cases} END AS "
                            f"{model_field.db_type(connection)})")
-        for profile in rows:
-            params += [profile.pk, getattr(profile, model_field.attname)]
-    params += [profile.pk for profile in rows]
-    placeholders = ", ".join(["%s"] * len(rows))
-    with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {quote(Profile._meta.db_table)} SET {', '.join(assignments)} "
-                       f"WHERE {pk_column} IN ({placeholders})", params)
+    return (f"UPDATE {quote(Profile._meta.db_table)} SET {', '.join(assignments)} "
+            f"WHERE {pk_column} IN ({', '.join(['%s'] * count)})")
 
 
 def wire_event(row: UserEvent) -> dict:
