@@ -16,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
+from channels.db import database_sync_to_async as _database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.consumer import get_handler_name
 from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
+from django.utils.functional import LazyObject
 
 from calls import devices, media, selectors, services
 from calls.events import remember_home_loop, user_group
@@ -44,11 +47,35 @@ FRAME_BURST = 200
 # Close code for a socket without a signed-in user (the spec's "unauthenticated").
 CLOSE_UNAUTHENTICATED = 4401
 INCOMING_CALL_REASONS = ("remoteVideoCall", "remoteAudioCall")
+# The socket's database work runs on DUET_DATABASE_THREADS threads, each with its own database
+# connection. Channels' default is one thread per process for every database_sync_to_async call,
+# so each frame's transaction (PostgreSQL round trips included) waited for every other socket's.
+# Row locks, always taken in one order, keep concurrent services correct.
+_database_executor = ThreadPoolExecutor(max_workers=settings.DUET_DATABASE_THREADS,
+                                        thread_name_prefix="duet-db")
+
+
+def database_sync_to_async(function):
+    return _database_sync_to_async(function, thread_sensitive=False, executor=_database_executor)
 
 
 class CallConsumer(AsyncJsonWebsocketConsumer):
+    async def dispatch(self, message):
+        """Channels' dispatch without its ``aclose_old_connections()`` before every message.
+
+        Channels 4.2+ hops to the process's sync thread before handling each frame, ack and group
+        message, to close stale database connections: on a loaded node that was a sixth of the
+        process's CPU and a queue in front of the database thread (docs/benchmarks.md). This
+        consumer touches the database only through ``database_sync_to_async``, which closes stale
+        connections around each call in the thread that owns them.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self):
-        self.user = self.scope.get("user")
+        self.user = _unwrapped(self.scope.get("user"))
         self.device_id: str | None = None
         self.sent_seq = 0
         self.unacked: dict[int, list] = {}  # seq -> [frame, due_monotonic, delay_s, first_sent]
@@ -278,6 +305,15 @@ def _hello(user, device_id: str, channel_name: str, last_seq: int | None, watche
     return data, replay, cursor
 
 
+def _unwrapped(user):
+    """The user object behind AuthMiddleware's lazy wrapper: every ``self.user.pk`` through the
+    wrapper costs an attribute hook, and the socket reads it on every frame."""
+    if isinstance(user, LazyObject):
+        user.is_authenticated  # noqa: B018 - evaluates the wrapper
+        return user._wrapped
+    return user
+
+
 @dataclass(frozen=True)
 class FrameContext:
     user: object
@@ -286,10 +322,12 @@ class FrameContext:
 
 # Frame handlers run in a worker thread inside services.client_frame_once's transaction: each
 # calls one service and returns the reply data.
-def _call(ctx, *, to, call_type, extension=None, timeout_ms=None, room=None) -> dict:
+def _call(ctx, *, to, call_type, extension=None, timeout_ms=None, room=None,
+          wait_first_frame=True) -> dict:
     started = services.call_start(caller=ctx.user, device_id=ctx.device_id, callee_id=to,
                                   call_type=call_type, extension=extension,
-                                  timeout_ms=timeout_ms, room_id=room)
+                                  timeout_ms=timeout_ms, room_id=room,
+                                  wait_first_frame=wait_first_frame)
     return {"call_id": started.call.call_id, "channel": started.call.channel,
             "media": started.media, "outcome": started.outcome.value}
 
@@ -299,8 +337,9 @@ def _cancel(ctx, *, call_id, reason="") -> dict:
     return {}
 
 
-def _accept(ctx, *, call_id) -> dict:
-    return services.call_accept(user=ctx.user, device_id=ctx.device_id, call_id=call_id)
+def _accept(ctx, *, call_id, wait_first_frame=True) -> dict:
+    return services.call_accept(user=ctx.user, device_id=ctx.device_id, call_id=call_id,
+                                wait_first_frame=wait_first_frame)
 
 
 def _reject(ctx, *, call_id, reason="") -> dict:

@@ -14,20 +14,26 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
-from django.db import transaction
+from django.db import connection, transaction
 
 from calls.models import Profile, UserEvent
+from calls.rows import insert
 
 log = logging.getLogger(__name__)
 
 
 def user_group(user_id: int) -> str:
     return f"user.{user_id}"
+
+
+USER_EVENT_FIELDS = ("user", "seq", "call_id", "frame", "only_device", "except_device",
+                     "created_at")
 
 
 @dataclass
@@ -65,15 +71,49 @@ class Outbox:
                                   call_id=pending.call_id, frame=frame,
                                   only_device=pending.only_device,
                                   except_device=pending.except_device, created_at=self.now))
-        for user_id in sorted(self.dirty):
-            profiles[user_id].save(update_fields=sorted(self.dirty[user_id]))
+        save_profiles([profiles[user_id] for user_id in sorted(self.dirty)],
+                      sorted(set().union(*self.dirty.values())) if self.dirty else [])
         self.dirty = {}
         if not rows:
             return []
-        UserEvent.objects.bulk_create(rows)
+        insert(UserEvent, USER_EVENT_FIELDS, rows)
         self.events = []
         transaction.on_commit(lambda: publish(rows))
         return rows
+
+
+def save_profiles(rows: list[Profile], field_names: list[str]) -> None:
+    """Write ``field_names`` of the locked profile ``rows`` in one UPDATE.
+
+    The rows are locked by this transaction, so their other values are the stored ones and every
+    named field can be written for every row. Hand-written because this runs in every call
+    transaction: one statement instead of one ``save()`` per profile, without the ORM's compile.
+    """
+    if not rows or not field_names:
+        return
+    params = []
+    for name in field_names:
+        attname = Profile._meta.get_field(name).attname
+        for profile in rows:
+            params += [profile.pk, getattr(profile, attname)]
+    params += [profile.pk for profile in rows]
+    with connection.cursor() as cursor:
+        cursor.execute(_profiles_update_sql(tuple(field_names), len(rows), connection.vendor),
+                       params)
+
+
+@lru_cache(maxsize=None)
+def _profiles_update_sql(field_names: tuple[str, ...], count: int, vendor: str) -> str:
+    quote = connection.ops.quote_name
+    pk_column = quote(Profile._meta.pk.column)
+    cases = " ".join(["WHEN %s THEN %s"] * count)
+    assignments = []
+    for name in field_names:
+        model_field = Profile._meta.get_field(name)
+        assignments.append(f"{quote(model_field.column)} = CAST(CASE {pk_column} {cases} END AS "
+                           f"{model_field.db_type(connection)})")
+    return (f"UPDATE {quote(Profile._meta.db_table)} SET {', '.join(assignments)} "
+            f"WHERE {pk_column} IN ({', '.join(['%s'] * count)})")
 
 
 def wire_event(row: UserEvent) -> dict:

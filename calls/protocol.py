@@ -64,6 +64,12 @@ def _integer(minimum: int, maximum: int = MAX_INT) -> Validator:
     return check
 
 
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"'{name}' must be true or false")
+    return value
+
+
 def _choice(enum_cls) -> Validator:
     allowed = [member.value for member in enum_cls]
 
@@ -125,9 +131,10 @@ SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
         "extension": (_object(MAX_EXTENSION_BYTES), OPTIONAL),
         "timeout_ms": (_integer(MIN_TIMEOUT_MS, MAX_TIMEOUT_MS), OPTIONAL),
         "room": (_integer(1), OPTIONAL),
+        "wait_first_frame": (_boolean, OPTIONAL),
     },
     "cancel": {"call_id": _CALL_ID, "reason": _REASON},
-    "accept": {"call_id": _CALL_ID},
+    "accept": {"call_id": _CALL_ID, "wait_first_frame": (_boolean, OPTIONAL)},
     "reject": {"call_id": _CALL_ID, "reason": _REASON},
     "hangup": {"call_id": _CALL_ID, "reason": _REASON},
     "media": {

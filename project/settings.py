@@ -111,6 +111,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"].setdefault("TEST", {})
+# PostgreSQL's synchronous_commit for Duet's sessions. "on" (the default): a commit waits for its
+# WAL flush (about 3.5 ms on this machine's disk), so nothing committed is ever lost. "off": a
+# PostgreSQL crash (not a Duet crash) may lose the last ~0.6 s of commits, never consistency;
+# every call transaction then commits in under 1 ms (docs/benchmarks.md measures both).
+DATABASE_SYNCHRONOUS_COMMIT = os.environ.get("DATABASE_SYNCHRONOUS_COMMIT", "on")
+if DATABASE_SYNCHRONOUS_COMMIT not in ("on", "off", "local", "remote_write", "remote_apply"):
+    raise RuntimeError("DATABASE_SYNCHRONOUS_COMMIT must be on, off, local, "
+                       "remote_write or remote_apply")
+if (DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+        and DATABASE_SYNCHRONOUS_COMMIT != "on"):
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        f"-c synchronous_commit={DATABASE_SYNCHRONOUS_COMMIT}")
 if os.environ.get("DUET_TEST_DB_NAME"):
     # Tests name their own database so that parallel runs never share one (for SQLite: a file,
     # which a live server in another thread or process can open too).
@@ -210,6 +222,10 @@ DUET_ICE_SERVERS = env_json("DUET_ICE_SERVERS", [])
 AGORA_APP_ID = os.environ.get("AGORA_APP_ID", "")
 AGORA_APP_CERTIFICATE = os.environ.get("AGORA_APP_CERTIFICATE", "")
 AGORA_TOKEN_TTL_S = env_int("AGORA_TOKEN_TTL_S", 3600)
+# Threads (and database connections) per web process for the sockets' database work. One keeps
+# Channels' default; more overlap PostgreSQL round trips, which helps while the database thread is
+# a process's bottleneck (one daphne process per core or fewer; see docs/benchmarks.md).
+DUET_DATABASE_THREADS = env_int("DUET_DATABASE_THREADS", 1)
 # How long a participant whose every device dropped may take to come back.
 DUET_RECONNECT_GRACE_S = env_int("DUET_RECONNECT_GRACE_S", 20)
 # Devices refresh their presence this often; one silent for three intervals counts as gone.

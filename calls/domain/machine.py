@@ -175,6 +175,9 @@ class Input:
     side: Side | None = None  # the side concerned, for peer_* inputs
     milestone: Milestone | None = None
     now_ms: int = 0
+    # accept: False when the answering device does not wait for a first remote frame to connect
+    # (CallAPI's firstFrameWaittingDisabled)
+    wait_first_frame: bool = True
 
 
 # ---- effects -------------------------------------------------------------------------------
@@ -428,6 +431,9 @@ def _apply(call: CallSnapshot, rule: Rule, actor: Side | None, inp: Input) -> Tr
             call = replace(call, delivered=True)
             effects += [Stamp("delivered"), SendEvent(Side.caller, E.remoteUserRecvCall)]
         call = replace(call, callee_device=inp.device_id)
+        if not inp.wait_first_frame:
+            call = replace(call, callee_frame_devices=call.callee_frame_devices
+                           | {inp.device_id or ""})
     effects += [Stamp(name) for name in rule.stamps]
     if "delivered" in rule.stamps:
         call = replace(call, delivered=True)
@@ -532,24 +538,29 @@ _CALL_REASONS = {
 
 
 def new_call(*, caller_id: int, callee_id: int, call_type: CallType, now_ms: int,
-             timeout_ms: int, caller_device: str | None) -> CallSnapshot:
+             timeout_ms: int, caller_device: str | None, wait_first_frame: bool = True
+             ) -> CallSnapshot:
     return CallSnapshot(phase=Phase.ringing, call_type=call_type, caller_id=caller_id,
                         callee_id=callee_id, deadline_ms=now_ms + timeout_ms,
-                        caller_device=caller_device)
+                        caller_device=caller_device, caller_has_frame=not wait_first_frame)
 
 
 def decide_dial(*, caller_id: int, callee_id: int, call_type: CallType, now_ms: int,
                 timeout_ms: int, caller_device: str | None, caller_active: CallSnapshot | None,
-                callee_active: CallSnapshot | None, callee_online: bool) -> DialDecision:
+                callee_active: CallSnapshot | None, callee_online: bool,
+                wait_first_frame: bool = True) -> DialDecision:
     """Decide what a ``call`` intent does, given both users' active calls and the callee's presence.
 
-    ``caller_active``/``callee_active`` are the live calls each user is in (None: free). Raises
-    :class:`RuleViolation` when the caller may not call at all.
+    ``caller_active``/``callee_active`` are the live calls each user is in (None: free).
+    ``wait_first_frame`` False: the calling device connects without waiting for a first remote
+    frame (on glare, it answers the crossing call that way). Raises :class:`RuleViolation` when the
+    caller may not call at all.
     """
     if caller_id == callee_id:
         raise RuleViolation("self_call", "you cannot call yourself")
     fresh = new_call(caller_id=caller_id, callee_id=callee_id, call_type=call_type,
-                     now_ms=now_ms, timeout_ms=timeout_ms, caller_device=caller_device)
+                     now_ms=now_ms, timeout_ms=timeout_ms, caller_device=caller_device,
+                     wait_first_frame=wait_first_frame)
     if caller_active is not None:
         same_pair = {caller_active.caller_id, caller_active.callee_id} == {caller_id, callee_id}
         if caller_active.phase is Phase.ringing and same_pair:
@@ -557,7 +568,8 @@ def decide_dial(*, caller_id: int, callee_id: int, call_type: CallType, now_ms: 
                 replaced = step(caller_active, Input(InputKind.recalled, now_ms=now_ms))
                 return DialDecision(DialOutcome.recall, created=_ring(fresh), existing=replaced)
             accepted = step(caller_active, Input(InputKind.accept, user_id=caller_id,
-                                                 device_id=caller_device, now_ms=now_ms))
+                                                 device_id=caller_device, now_ms=now_ms,
+                                                 wait_first_frame=wait_first_frame))
             return DialDecision(DialOutcome.glare, existing=accepted)
         raise RuleViolation("state_mismatch", "you are already in a call")
     if callee_active is not None:

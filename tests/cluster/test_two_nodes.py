@@ -59,6 +59,11 @@ def wait_for_port(port: int, process: subprocess.Popen) -> None:
     raise TimeoutError(f"port {port} did not open")
 
 
+# Node "two" runs the sockets' database work on several threads (DUET_DATABASE_THREADS), node
+# "one" on Channels' single thread: every cross-node flow below runs on both configurations.
+NODE_ENV = {"two": {"DUET_DATABASE_THREADS": "4"}}
+
+
 class Cluster:
     def __init__(self, tmp_path: Path):
         self.env = {key: value for key, value in os.environ.items()}
@@ -83,7 +88,7 @@ class Cluster:
         process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
              "project.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
+            cwd=ROOT, env={**self.env, **NODE_ENV.get(name, {})}, stdout=subprocess.DEVNULL,
             stderr=open(self.tmp_path / f"{name}.log", "wb"))
         wait_for_port(port, process)
         self.nodes[name] = (process, port)

@@ -116,6 +116,27 @@ async def test_connected_event_carries_info_and_costs(opened, alice, bob):
     assert {"delivered", "accepted", "connected"} <= set(info["costs"])
 
 
+async def test_a_call_that_waits_for_no_first_frame_connects_at_the_accept(opened, alice, bob):
+    a, b = await opened(alice), await opened(bob)
+    started = await a.ok("call", to=bob.pk, call_type="video", wait_first_frame=False)
+    await a.take_events(2)
+    await b.take_events(2)
+    await b.ok("accept", call_id=started["call_id"], wait_first_frame=False)
+    # no media report from either side: the accept alone connects both
+    assert summary(await b.take_events(3)) == [("state", "connecting", "localAccepted"),
+                                              ("event", "localAccepted"),
+                                              ("state", "connected", "localAccepted")]
+    events = summary(await a.take_events(4))
+    assert events[-1] == ("state", "connected", "remoteAccepted")
+    record = await call_row(started["call_id"])
+    assert record.phase == "connected"
+    assert record.caller_first_frame_at is None and record.callee_first_frame_at is None
+    timeline = await database_sync_to_async(lambda: list(
+        record.events.filter(kind__in=("dial", "accept")).order_by("id")
+        .values_list("kind", "payload")))()
+    assert [payload.get("wait_first_frame") for _, payload in timeline] == [False, False]
+
+
 async def test_audio_call_uses_audio_reasons(opened, alice, bob):
     a, b = await opened(alice), await opened(bob)
     call_id = await ring(a, b, bob, call_type="audio")

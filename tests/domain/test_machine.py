@@ -387,11 +387,11 @@ def test_the_expectation_table_has_one_row_per_combination():
 def dial(*, caller_id: int = CALLER_ID, callee_id: int = CALLEE_ID,
          call_type: CallType = CallType.video, caller_device: str = CALLER_DEVICE,
          caller_active: CallSnapshot | None = None, callee_active: CallSnapshot | None = None,
-         callee_online: bool = True):
+         callee_online: bool = True, wait_first_frame: bool = True):
     return decide_dial(caller_id=caller_id, callee_id=callee_id, call_type=call_type,
                        now_ms=NOW_MS, timeout_ms=TIMEOUT_MS, caller_device=caller_device,
                        caller_active=caller_active, callee_active=callee_active,
-                       callee_online=callee_online)
+                       callee_online=callee_online, wait_first_frame=wait_first_frame)
 
 
 def fresh_call(call_type: CallType = CallType.video) -> CallSnapshot:
@@ -716,6 +716,44 @@ def test_frames_on_both_sides_before_the_accept_connect_the_call_at_the_accept()
             SendState(CALLER, CallState.connected, R.remoteAccepted, None, ALL),
             Stamp("connected"),
             StopRingTimer()))
+
+
+def test_an_accept_that_does_not_wait_for_a_frame_connects_the_callee_at_once():
+    # given the callee saw no remote frame yet
+    # when the callee accepts without waiting for one (CallAPI's firstFrameWaittingDisabled)
+    transition = step(RINGING, Input(InputKind.accept, user_id=CALLEE_ID, device_id=CALLEE_DEVICE,
+                                     now_ms=NOW_MS, wait_first_frame=False))
+    # then the callee is connected at the accept; the caller still waits for its frame
+    assert transition == Transition(
+        replace(RINGING, phase=Phase.accepted, delivered=True, callee_device=CALLEE_DEVICE,
+                callee_frame_devices=frozenset({CALLEE_DEVICE}), callee_connected=True),
+        (Stamp("delivered"), SendEvent(CALLER, E.remoteUserRecvCall, ALL)) + ACCEPT_NOTES + (
+            Stamp("callee_connected"),
+            SendState(CALLEE, CallState.connected, R.localAccepted, None, ACTIVE)))
+
+
+def test_a_call_that_does_not_wait_for_a_frame_connects_the_caller_at_the_accept():
+    # given alice dialed without waiting for a first frame
+    created = dial(wait_first_frame=False).created.call
+    assert created == replace(RINGING, caller_has_frame=True)
+    # when bob accepts without waiting either
+    transition = step(created, Input(InputKind.accept, user_id=CALLEE_ID, device_id=CALLEE_DEVICE,
+                                     now_ms=NOW_MS, wait_first_frame=False))
+    # then the whole call is connected at the accept
+    assert transition.call.phase is Phase.connected
+    assert (transition.call.caller_connected, transition.call.callee_connected) == (True, True)
+    assert Stamp("connected") in transition.effects
+
+
+def test_glare_without_waiting_for_a_frame_connects_the_second_caller_at_once():
+    # given alice's call rings bob; when bob dials alice without waiting for a first frame
+    decision = dial(caller_id=CALLEE_ID, callee_id=CALLER_ID, caller_device=CALLEE_DEVICE,
+                    caller_active=RINGING, callee_active=RINGING, wait_first_frame=False)
+    # then bob answers alice's call and is connected at once; alice still waits for her frame
+    assert decision.outcome is DialOutcome.glare
+    call = decision.existing.call
+    assert (call.phase, call.callee_connected, call.caller_connected) == (
+        Phase.accepted, True, False)
 
 
 def test_a_frame_from_a_callee_device_that_did_not_accept_does_not_count_at_the_accept():

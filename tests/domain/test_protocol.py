@@ -358,6 +358,11 @@ BAD_VALUES = [
     bad("call", "timeout_ms", False, "bool"),
     bad("call", "timeout_ms", 15000.5, "float"),
     bad("call", "room", 0, "zero"),
+    # booleans: only true and false
+    bad("call", "wait_first_frame", 0, "zero"),
+    bad("call", "wait_first_frame", "false", "string"),
+    bad("accept", "wait_first_frame", 1, "one"),
+    bad("accept", "wait_first_frame", [], "list"),
     bad("call", "room", True, "bool"),
     bad("hello", "last_seq", -1, "negative"),
     bad("hello", "last_seq", True, "bool"),

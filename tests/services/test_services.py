@@ -369,7 +369,7 @@ def test_ring_timer_at_the_deadline_ends_the_call(pair, accepted):
     pytest.param("cancel", id="after-cancel"),
     pytest.param("connected", id="after-connected"),
 ])
-def test_ring_timer_fired_late_changes_nothing(pair, settled_by):
+def test_ring_timer_fired_late_changes_nothing(pair, settled_by, django_assert_num_queries):
     # given a call settled before its timer fires
     alice, bob = pair
     t0 = start_time()
@@ -383,7 +383,8 @@ def test_ring_timer_fired_late_changes_nothing(pair, settled_by):
         connect_call(call.call_id, alice, bob, now=t0 + timedelta(seconds=1))
     before = world()
     # when the timer fires late
-    returned = services.call_timeout(call_id=call.call_id, now=t0 + timedelta(seconds=6))
+    with django_assert_num_queries(1):  # one read, no lock, no transaction
+        returned = services.call_timeout(call_id=call.call_id, now=t0 + timedelta(seconds=6))
     # then nothing changes and nothing is recorded
     assert returned.phase == {"connected": "connected"}.get(settled_by, "ended")
     assert world() == before

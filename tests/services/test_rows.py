@@ -1,0 +1,82 @@
+"""calls.rows writes and reads rows exactly as the ORM does (PostgreSQL and SQLite alike)."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from calls import rows
+from calls.models import CallEvent, CallSession, ClientFrame, Profile
+
+pytestmark = pytest.mark.django_db
+
+
+def make_call(alice, bob, **fields) -> CallSession:
+    now = timezone.now()
+    return CallSession.objects.create(
+        call_id="c" * 32, caller=alice, callee=bob, call_type="video", phase="ringing",
+        channel="duet-c", timeout_ms=15000, deadline_at=now + timedelta(seconds=15),
+        created_at=now, extension={"gift": [1, "two", None]}, callee_frame_devices=["d1"],
+        **fields)
+
+
+def test_insert_stores_json_datetimes_and_foreign_keys_as_the_orm_reads_them(alice, bob):
+    call = make_call(alice, bob)
+    at = timezone.now()
+    rows.insert(CallEvent, ("call", "at", "actor", "device_id", "kind", "payload"), [
+        CallEvent(call=call, at=at, actor_id=alice.pk, device_id="p", kind="dial",
+                  payload={"a": [1, {"b": None}], "text": "é \"quoted\""}),
+        CallEvent(call=call, at=at, actor_id=None, kind="notified", payload={}),
+    ])
+    stored = list(CallEvent.objects.filter(call=call).order_by("id")
+                  .values_list("at", "actor_id", "device_id", "kind", "payload"))
+    assert stored == [(at, alice.pk, "p", "dial", {"a": [1, {"b": None}], "text": "é \"quoted\""}),
+                      (at, None, "", "notified", {})]
+
+
+def test_insert_raises_integrity_error_on_a_duplicate_key(alice):
+    row = ClientFrame(user_id=alice.pk, frame_id="f1", reply={"ok": True}, created_at=timezone.now())
+    rows.insert(ClientFrame, ("user", "frame_id", "reply", "created_at"), [row])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows.insert(ClientFrame, ("user", "frame_id", "reply", "created_at"), [row])
+    assert ClientFrame.objects.filter(user=alice).count() == 1
+
+
+def test_update_writes_the_named_fields_only_while_the_guard_holds(alice, bob):
+    call = make_call(alice, bob)
+    ended = timezone.now()
+    call.phase, call.ended_at, call.caller_connected, call.version = "ended", ended, True, 1
+    call.extension = {"changed": True}  # not named: not written
+    assert rows.update(call, ("phase", "ended_at", "caller_connected", "version"),
+                       guard="version", guard_value=0) == 1
+    stored = CallSession.objects.get(pk=call.pk)
+    assert (stored.phase, stored.ended_at, stored.caller_connected, stored.version) == (
+        "ended", ended, True, 1)
+    assert stored.extension == {"gift": [1, "two", None]}
+    # a stale guard changes nothing
+    call.phase = "ringing"
+    assert rows.update(call, ("phase",), guard="version", guard_value=0) == 0
+    assert CallSession.objects.get(pk=call.pk).phase == "ended"
+
+
+def test_select_for_update_builds_the_same_instances_as_the_orm(alice, bob):
+    call = make_call(alice, bob, delivered_at=timezone.now(), caller_has_frame=True)
+    with transaction.atomic():
+        found = rows.select_for_update(
+            CallSession, f"{rows.column(CallSession, 'call_id')} = %s", [call.call_id])
+    expected = CallSession.objects.get(pk=call.pk)
+    assert len(found) == 1
+    for field in CallSession._meta.concrete_fields:
+        assert getattr(found[0], field.attname) == getattr(expected, field.attname), field.name
+    assert found[0]._state.adding is False
+
+
+def test_select_for_update_caches_the_joined_row_and_orders(alice, bob, django_assert_num_queries):
+    ids = sorted([bob.pk, alice.pk], reverse=True)
+    where = f"{rows.column(Profile, 'user')} IN (%s, %s)"
+    with transaction.atomic(), django_assert_num_queries(1):
+        found = rows.select_for_update(Profile, where, ids, related="user", order_by="user")
+        names = [profile.user.get_username() for profile in found]
+    assert [profile.user_id for profile in found] == sorted(ids)
+    assert names == [user.get_username() for user in sorted([alice, bob], key=lambda u: u.pk)]
