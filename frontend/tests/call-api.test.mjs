@@ -193,14 +193,33 @@ test("the first remote frame is reported once with the cost nodes; other milesto
                                                   recvFirstFrame: 170, acceptCall: 1170, connected: 1170 });
 });
 
-test("firstFrameWaittingDisabled reports the first frame as soon as the call is accepted", async () => {
+test("firstFrameWaittingDisabled asks the server not to wait for a first frame, on accept", async () => {
   // given
-  const { socket } = await makeApi({ user: BOB, prepare: { firstFrameWaittingDisabled: true } });
+  const { api, socket } = await makeApi({ user: BOB, prepare: { firstFrameWaittingDisabled: true } });
   socket.event(state("c4", "calling", "remoteVideoCall"));
   // when
+  await api.accept(1);
   socket.event(state("c4", "connecting", "localAccepted", { active_device: "bob-web" }));
+  socket.event(state("c4", "connected", "localAccepted", { active_device: "bob-web" }));
+  // then: no first frame is claimed before one arrives
+  assert.deepEqual(socket.sent("accept"), [{ type: "accept", call_id: "c4", wait_first_frame: false }]);
+  assert.deepEqual(socket.sent("media"), []);
+  assert.equal(api.state, "connected");
+});
+
+test("firstFrameWaittingDisabled asks the server not to wait for a first frame, on call", async () => {
+  // given
+  const { api, socket } = await makeApi({ prepare: { firstFrameWaittingDisabled: true } });
+  socket.replies.call = { call_id: "c4", channel: "duet-c4", media: {}, outcome: "ring" };
+  // when
+  await api.call(2, { callType: "audio" });
+  api.prepareForCall({ firstFrameWaittingDisabled: false });
+  socket.replies.call = { call_id: "c5", channel: "duet-c5", media: {}, outcome: "ring" };
+  socket.event(state("c4", "prepared", "localCancelled"));
+  await api.call(2, { callType: "audio" });
   // then
-  assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone), ["first_remote_frame"]);
+  assert.deepEqual(socket.sent("call"), [{ type: "call", to: 2, call_type: "audio", wait_first_frame: false },
+                                         { type: "call", to: 2, call_type: "audio" }]);
 });
 
 test("prepareForCall's videoEncoderConfig reaches the engine, before and after hello", async () => {

@@ -74,6 +74,27 @@ def test_callee_who_joins_only_on_answer_sends_nothing_while_ringing(users, open
     alice.expect_state("prepared", "remoteHangup")
 
 
+def test_first_frame_waiting_disabled_connects_at_the_accept_before_any_media(users, open_person):
+    # given: both pages connect without waiting for a picture; bob sends no media until he answers
+    alice = open_person(users.alice)
+    bob = open_person(users.bob)
+    for person in (alice, bob):
+        person.page.evaluate("duet.api.prepareForCall({firstFrameWaittingDisabled: true})")
+    bob.page.locator(".settings summary").click()
+    bob.page.check("#join-on-answer")
+    alice.call(users.bob, "video")
+    bob.expect_state("calling", "remoteVideoCall")
+    # when
+    bob.click("#accept")
+    # then: connected by the accept itself, not by a first frame (there was none to wait for)
+    bob.expect_state("connected", "localAccepted")
+    alice.expect_state("connected", "remoteAccepted")
+    assert alice.remote_video_decoding() is True
+    assert bob.remote_video_decoding() is True
+    alice.click("#hangup")
+    bob.expect_state("prepared", "remoteHangup")
+
+
 def test_reloading_the_page_mid_call_resumes_the_call(users, open_person):
     # given
     alice = open_person(users.alice)

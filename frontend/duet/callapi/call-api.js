@@ -137,6 +137,7 @@ export class CallApi {
     const fields = { to: remoteUserId, call_type: callType };
     if (Object.keys(extension).length) fields.extension = extension;
     if (this.prepareConfig.callTimeoutMillisecond) fields.timeout_ms = this.prepareConfig.callTimeoutMillisecond;
+    Object.assign(fields, this._firstFrameFields());
     let reply;
     try {
       reply = await this.socket.request("call", fields);
@@ -159,7 +160,7 @@ export class CallApi {
     const session = this.session;
     session.costs.mark(CostNode.acceptCall);
     // The frame goes first: joining the media (camera, connection) takes this thread tens of ms.
-    const accepting = this._request("accept", {});
+    const accepting = this._request("accept", this._firstFrameFields());
     if (!session.mediaJoined) { // canJoinRtcOnCalling said no: join now, with the accept's credentials
       this.media.join({ fetchCredentials: () => accepting.then((reply) => reply.media) });
     }
@@ -214,6 +215,12 @@ export class CallApi {
                    error.code, error.reason ?? String(error));
       throw error;
     });
+  }
+
+  /** CallAPI's firstFrameWaittingDisabled: this side connects at the accept, without waiting for
+   * its first remote frame (the server decides it; on glare the `call` is the answer). */
+  _firstFrameFields() {
+    return this.prepareConfig.firstFrameWaittingDisabled ? { wait_first_frame: false } : {};
   }
 
   _endFromHere(reason) {

@@ -70,9 +70,6 @@ export class MediaDriver {
     } else if (resume) {
       this.engine.restart();
     }
-    if (state !== CallStateType.calling && this.api.prepareConfig.firstFrameWaittingDisabled) {
-      this._reportFirstFrame(); // CallAPI: connected as soon as accepted
-    }
     if (state === CallStateType.connected) {
       this.engine.reveal();
       this._flushDeferredReports();
