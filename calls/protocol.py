@@ -134,7 +134,8 @@ SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
         "wait_first_frame": (_boolean, OPTIONAL),
     },
     "cancel": {"call_id": _CALL_ID, "reason": _REASON},
-    "accept": {"call_id": _CALL_ID, "wait_first_frame": (_boolean, OPTIONAL)},
+    "accept": {"call_id": _CALL_ID, "wait_first_frame": (_boolean, OPTIONAL),
+               "costs": (_costs, OPTIONAL)},
     "reject": {"call_id": _CALL_ID, "reason": _REASON},
     "hangup": {"call_id": _CALL_ID, "reason": _REASON},
     "media": {

@@ -54,6 +54,10 @@ def active_call_view(*, user_id: int, device_id: str) -> dict | None:
     if row is None:
         return None
     view = {key: value for key, value in row.frame.items() if key not in ("type", "name")}
+    # whether a callee device has the call: a caller's page reloaded while ringing shows "ringing"
+    # rather than "calling" (the receipt event went to the page it replaced)
+    view["info"] = {**view.get("info", {}),
+                    "delivered": profile.active_call.delivered_at is not None}
     return view
 
 

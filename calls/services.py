@@ -534,9 +534,14 @@ def call_hangup(*, user, device_id: str, call_id: str, reason: str = "",
 
 
 def call_accept(*, user, device_id: str, call_id: str, wait_first_frame: bool = True,
-                now: datetime | None = None) -> dict:
+                costs: dict[str, int] | None = None, now: datetime | None = None) -> dict:
+    """The callee accepts on this device, optionally with its client-measured cost nodes."""
+    payload = _frame_wait(wait_first_frame)
+    if costs:
+        payload["costs"] = costs
     call = _intent(InputKind.accept, user=user, device_id=device_id, call_id=call_id, now=now,
-                   wait_first_frame=wait_first_frame, payload=_frame_wait(wait_first_frame))
+                   wait_first_frame=wait_first_frame, payload=payload,
+                   annotate=lambda call, side, moment: _merge_costs(call, side, costs))
     credentials = media.credentials_for(channel=call.channel, user_id=user.pk,
                                         now_ms=to_ms(now or timezone.now()))
     if credentials.expires_at_ms is not None:
@@ -589,6 +594,17 @@ def schedule_media_renewal(call_id: str, at: datetime) -> None:
     media_renewal_task.apply_async(args=[call_id], eta=at)
 
 
+def _merge_costs(call: CallSession, side: Side, costs: dict[str, int] | None) -> set[str]:
+    """Add a side's client-measured cost nodes to the call (a later value of a node wins)."""
+    if not costs:
+        return set()
+    merged = {**call.costs, side.value: {**call.costs.get(side.value, {}), **costs}}
+    if merged == call.costs:
+        return set()
+    call.costs = merged
+    return {"costs"}
+
+
 def call_report_media(*, user, device_id: str, call_id: str, milestone: Milestone,
                       at_ms: int | None = None, code: str | None = None,
                       costs: dict[str, int] | None = None,
@@ -609,12 +625,7 @@ def call_report_media(*, user, device_id: str, call_id: str, milestone: Mileston
         if name and getattr(call, name) is None:  # the first report counts
             setattr(call, name, moment)
             changed.add(name)
-        if costs:
-            merged = {**call.costs, side.value: {**call.costs.get(side.value, {}), **costs}}
-            if merged != call.costs:
-                call.costs = merged
-                changed.add("costs")
-        return changed
+        return changed | _merge_costs(call, side, costs)
 
     return _intent(InputKind.media, user=user, device_id=device_id, call_id=call_id, now=now,
                    milestone=milestone, payload=payload, annotate=annotate)

@@ -115,6 +115,19 @@ async def test_hello_reports_the_active_call_as_the_truth(opened, alice, bob):
     assert active["info"]["caller"]["id"] == alice.pk
 
 
+async def test_hello_tells_a_reloaded_caller_whether_the_callee_has_the_call(opened, alice, bob):
+    a = await opened(alice)
+    b = await opened(bob, auto_ack=False)
+    await a.ok("call", to=bob.pk, call_type="video")
+    ringing = await b.take_events(2)  # not acknowledged yet: no callee device confirmed the call
+    before = await opened(alice)
+    assert before.hello_data["active_call"]["info"]["delivered"] is False
+    await b.ack(ringing[-1]["seq"])
+    await a.event("call.event", event="remoteUserRecvCall")
+    after = await opened(alice)
+    assert after.hello_data["active_call"]["info"]["delivered"] is True
+
+
 async def test_a_resent_frame_gets_the_same_reply_and_acts_once(opened, alice, bob):
     a = await opened(alice)
     await opened(bob)

@@ -98,7 +98,7 @@ async def test_connected_event_carries_info_and_costs(opened, alice, bob):
     call_id = await ring(a, b, bob)
     await b.ok("media", call_id=call_id, milestone="first_remote_frame",
                costs={"recvCall": 12, "firstFrame": 80})
-    await b.ok("accept", call_id=call_id)
+    await b.ok("accept", call_id=call_id, costs={"accept": 5})
     # bob's frame came before his accept: he is connected at accept, with that reason
     assert summary(await b.take_events(3)) == [("state", "connecting", "localAccepted"),
                                               ("event", "localAccepted"),
@@ -111,7 +111,7 @@ async def test_connected_event_carries_info_and_costs(opened, alice, bob):
     assert info["callee"] == {"id": bob.pk, "username": "bob", "display_name": "Bob"}
     assert (info["call_type"], info["channel"], info["active_device"]) == (
         "video", f"duet-{call_id}", b.device_id)
-    assert info["costs"]["client"] == {"callee": {"recvCall": 12, "firstFrame": 80},
+    assert info["costs"]["client"] == {"callee": {"recvCall": 12, "firstFrame": 80, "accept": 5},
                                        "caller": {"firstFrame": 90}}
     assert {"delivered", "accepted", "connected"} <= set(info["costs"])
 

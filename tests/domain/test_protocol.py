@@ -363,6 +363,8 @@ BAD_VALUES = [
     bad("call", "wait_first_frame", "false", "string"),
     bad("accept", "wait_first_frame", 1, "one"),
     bad("accept", "wait_first_frame", [], "list"),
+    bad("accept", "costs", {"x": -1}, "negative-cost"),
+    bad("accept", "costs", [1], "list"),
     bad("call", "room", True, "bool"),
     bad("hello", "last_seq", -1, "negative"),
     bad("hello", "last_seq", True, "bool"),
