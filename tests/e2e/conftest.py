@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_S = 60
 # Users made for the tests: this many sets of alice, bob and carol (one set per test).
 USER_SETS = 40
-STRIPPED_ENV_PREFIXES = ("DUET_", "DATABASE_URL", "REDIS_URL", "CELERY_", "DJANGO_")
+STRIPPED_ENV_PREFIXES = ("DUET_", "DATABASE_", "REDIS_URL", "CELERY_", "DJANGO_")
 
 MAKE_USERS = """
 from django.contrib.auth import get_user_model
