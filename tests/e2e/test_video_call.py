@@ -63,6 +63,10 @@ def test_video_call_the_callee_hangs_up(users, open_person):
     alice = open_person(users.alice)
     bob = open_person(users.bob)
     connect_video_call(alice, bob, users)
+    # both capture at the default camera settings
+    for person in (alice, bob):
+        assert person.page.evaluate(CAMERA_SETTINGS_JS) == {"width": 640, "height": 360,
+                                                             "frameRate": 15}
     # when
     bob.click("#hangup")
     # then
@@ -82,8 +86,10 @@ def test_the_camera_captures_at_the_video_settings_given_to_prepare_for_call(use
     # when
     connect_video_call(alice, bob, users)
     # then
+    # (alice's own capture is not checked here: both contexts share Chromium's one fake camera,
+    # which runs at the first opener's size, so hers depends on who opened it first; the default
+    # is checked where both use it)
     assert bob.page.evaluate(CAMERA_SETTINGS_JS) == {"width": 320, "height": 240, "frameRate": 10}
-    assert alice.page.evaluate(CAMERA_SETTINGS_JS) == {"width": 640, "height": 360, "frameRate": 15}
     assert alice.remote_video_decoding() is True
     assert 0 < alice.remote_video_size()["width"] <= 320
     bob.click("#hangup")
