@@ -1,12 +1,15 @@
 """What a socket keeps while it idles: the door (project.asgi.CallSocketGate) leaves a small user
-and nothing of the session."""
+and nothing of the session; presence state is compact (sorted ids, one status byte each) and
+still de-duplicates per socket."""
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 
+from calls import devices
 from tests.support import ORIGIN, Device, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,6 +27,12 @@ async def opened():
     yield open_device
     for device in opened_devices:
         await device.close()
+
+
+async def push_presence(user_id: int, status: str) -> None:
+    """What calls.devices.presence_publish sends to the watchers of ``user_id``."""
+    await get_channel_layer().group_send(devices.presence_group(user_id), {
+        "type": "presence.changed", "user_id": user_id, "status": status})
 
 
 # ---- the door ---------------------------------------------------------------------------------
@@ -74,3 +83,52 @@ async def test_hello_still_reports_the_display_name(opened, alice):
     device = await opened(alice)
     assert device.hello_data["user"] == {"id": alice.pk, "username": "alice",
                                          "display_name": "Alice"}
+
+
+# ---- presence state -----------------------------------------------------------------------------
+
+
+async def test_presence_is_pushed_once_per_change_from_the_hello_snapshot(opened, alice, carol):
+    await opened(alice)
+    watcher = await Device.open(carol, hello=False)
+    data = await watcher.ok("hello", device_id="carol-w", watch=[alice.pk])
+    assert data["presence"] == [{"user_id": alice.pk, "status": "online"}]
+    await push_presence(alice.pk, "online")  # what the snapshot said: not news
+    await push_presence(alice.pk, "busy")
+    await push_presence(alice.pk, "busy")
+    await push_presence(alice.pk, "online")
+    await watcher.presence_of(alice.pk, "busy")
+    await watcher.presence_of(alice.pk, "online")
+    await watcher.assert_silent()
+    assert watcher.presence == []
+    await watcher.close()
+
+
+async def test_presence_follows_a_watch_list_in_any_order(opened, alice, bob, carol, dave):
+    watcher = await Device.open(dave, hello=False)
+    data = await watcher.ok("hello", device_id="dave-w", watch=[carol.pk, alice.pk, bob.pk])
+    assert [item["user_id"] for item in data["presence"]] == [carol.pk, alice.pk, bob.pk]
+    for user in (carol, alice, bob):
+        await push_presence(user.pk, "busy")
+    for user in (bob, carol, alice):
+        await watcher.presence_of(user.pk, "busy")
+    await push_presence(dave.pk, "online")  # not watched
+    await watcher.assert_silent()
+    assert watcher.presence == []
+    await watcher.close()
+
+
+async def test_hello_again_changes_whom_the_socket_watches(opened, alice, bob, carol):
+    watcher = await Device.open(carol, hello=False)
+    await watcher.ok("hello", device_id="carol-w", watch=[alice.pk])
+    await watcher.ok("hello", device_id="carol-w", watch=[bob.pk])
+    await push_presence(alice.pk, "busy")
+    await push_presence(bob.pk, "busy")
+    await watcher.presence_of(bob.pk, "busy")
+    await watcher.assert_silent()
+    assert watcher.presence == []
+    await watcher.ok("hello", device_id="carol-w", watch=[])
+    await push_presence(bob.pk, "online")
+    await watcher.assert_silent()
+    assert watcher.presence == []
+    await watcher.close()
