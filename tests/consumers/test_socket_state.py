@@ -1,6 +1,7 @@
 """What a socket keeps while it idles: the door (project.asgi.CallSocketGate) leaves a small user
 and nothing of the session; presence state is compact (sorted ids, one status byte each) and
-still de-duplicates per socket."""
+still de-duplicates per socket; a large community's default watch list is the user's latest
+call partners, not the same 200 people for everyone."""
 
 import pytest
 from channels.db import database_sync_to_async
@@ -8,8 +9,9 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
 
-from calls import devices
+from calls import devices, selectors
 from tests.support import ORIGIN, Device, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -132,3 +134,57 @@ async def test_hello_again_changes_whom_the_socket_watches(opened, alice, bob, c
     await watcher.assert_silent()
     assert watcher.presence == []
     await watcher.close()
+
+
+# ---- the default watch list --------------------------------------------------------------------
+
+
+def make_crowd(count: int) -> None:
+    """``count`` more active users, named to sort before everyone else."""
+    get_user_model().objects.bulk_create(
+        get_user_model()(username=f"aaa-crowd-{index:04d}") for index in range(count))
+
+
+async def test_a_small_community_watches_everyone_else_by_default(opened, alice, bob, carol):
+    watcher = await opened(carol)
+    assert [item["user_id"] for item in watcher.hello_data["presence"]] == [alice.pk, bob.pk]
+
+
+async def test_a_large_community_watches_the_latest_call_partners_by_default(
+        opened, alice, bob, carol, dave):
+    await database_sync_to_async(make_crowd)(selectors.MAX_WATCHED_USERS)
+    c = await opened(carol)
+    await opened(alice)
+    await opened(bob)
+    for callee in (alice, bob, alice):
+        call_id = (await c.ok("call", to=callee.pk, call_type="audio"))["call_id"]
+        await c.ok("cancel", call_id=call_id)
+    await opened(dave)  # has called nobody
+    watcher = await opened(carol)
+    assert watcher.hello_data["presence"] == [{"user_id": alice.pk, "status": "online"},
+                                              {"user_id": bob.pk, "status": "online"}]
+    await push_presence(bob.pk, "busy")
+    await watcher.presence_of(bob.pk, "busy")
+    loner = await opened(dave)
+    assert loner.hello_data["presence"] == []
+
+
+def test_call_partners_skip_inactive_users_and_keep_the_limit(alice, bob, carol, dave):
+    from calls.models import CallSession
+
+    make_crowd(selectors.MAX_WATCHED_USERS)
+    now = timezone.now()
+    for callee in (bob, dave, alice, bob):
+        CallSession.objects.create(call_id=f"c{callee.pk}-{CallSession.objects.count()}",
+                                   caller=carol, callee=callee, call_type="audio",
+                                   channel="x", timeout_ms=15000, deadline_at=now,
+                                   created_at=now)
+    CallSession.objects.create(call_id="to-carol", caller=alice, callee=carol,
+                               call_type="audio", channel="x", timeout_ms=15000,
+                               deadline_at=now, created_at=now)
+    assert selectors.default_watch_list(user_id=carol.pk) == [alice.pk, bob.pk, dave.pk]
+    dave.is_active = False
+    dave.save()
+    assert selectors.default_watch_list(user_id=carol.pk) == [alice.pk, bob.pk]
+    assert selectors.recent_call_partners(user_id=carol.pk, limit=1) == [alice.pk]
+    assert selectors.default_watch_list(user_id=alice.pk) == [carol.pk]
