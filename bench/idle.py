@@ -36,6 +36,8 @@ WARM_CONNECTIONS = 20
 CONNECT_CONCURRENCY = 10
 # How long the server gets to finish the work of the last connections before RSS is read.
 SETTLE_S = 3.0
+# How long a memory report of the probed server (bench/memprobe.py) may take.
+MEMPROBE_WAIT_S = 600.0
 
 
 async def main(job: dict) -> dict:
@@ -77,8 +79,10 @@ async def main(job: dict) -> dict:
     await asyncio.sleep(SETTLE_S)
     baseline = procstat.rss_kib(pid)
     probe_memory = job.get("memprobe", False)
+    probes = 0
     if probe_memory:
-        os.kill(pid, signal.SIGUSR1)  # bench/memprobe.py: the baseline snapshot
+        probes += 1
+        await _memprobe(pid, probes)  # bench/memprobe.py: the baseline snapshot
     points = []
     done = WARM_CONNECTIONS
     for checkpoint in checkpoints:
@@ -89,8 +93,8 @@ async def main(job: dict) -> dict:
         rss = procstat.rss_kib(pid)
         connected = len(clients)
         if probe_memory:
-            os.kill(pid, signal.SIGUSR1)
-            await asyncio.sleep(SETTLE_S)  # the snapshot takes a while with many sockets
+            probes += 1
+            await _memprobe(pid, probes)
         points.append({
             "target": checkpoint, "connected": connected,
             "connect_elapsed_s": round(elapsed, 1),
@@ -129,6 +133,23 @@ async def main(job: dict) -> dict:
         "probe_cycle_after_hold": probe,
         "peak_rss_kib": peak,
     }
+
+
+async def _memprobe(pid: int, number: int) -> None:
+    """Ask the probed server for report ``number`` and wait until it is written (it takes a
+    while with many sockets; the sockets idle meanwhile)."""
+    from bench.memprobe import done_marker
+
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + MEMPROBE_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            with open(done_marker(pid)) as handle:
+                if int(handle.read() or 0) >= number:
+                    return
+        except (FileNotFoundError, ValueError):
+            pass
+        await asyncio.sleep(1.0)  # the marker is a file written by another process
 
 
 async def _probe_cycle(clients: list[LoadClient]) -> dict:

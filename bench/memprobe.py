@@ -6,51 +6,233 @@ The idle test (``bench/run.py --scenario idle --memprobe``) signals the server a
 and at every checkpoint; the reports land in DUET_BENCH_MEMPROBE_OUT-<n>.txt, grouped by source
 line (TRACEMALLOC_FRAMES deep). tracemalloc itself costs memory and CPU: the RSS figures of a
 probed run are not the ones to report, only the split of the growth.
+
+Each report after the baseline also has, divided by the consumers added since the previous
+report (so that checkpoints N and 2N give the cost of one more socket):
+- the tracemalloc growth by source line (the innermost frame);
+- a census of the objects the garbage collector tracks, by type (coroutines and tasks by the
+  function they run), count and shallow size;
+- what one consumer holds, attribute by attribute and scope key by scope key: the data reached
+  from it (containers, strings, numbers, model instances, sessions), not shared machinery.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import datetime
+import gc
+import linecache
 import os
 import signal
 import sys
+import tempfile
 import tracemalloc
+import types
 
 TRACEMALLOC_FRAMES = int(os.environ.get("DUET_BENCH_TRACEMALLOC_FRAMES", "3"))
 TOP_SITES = 40
+PER_CONSUMER_SITES = 150
+TOP_TYPES = 45
 
 _first: tracemalloc.Snapshot | None = None
+_previous: tuple[tracemalloc.Snapshot, collections.Counter, collections.Counter, int] | None = None
 _count = 0
 
 
+def done_marker(pid: int) -> str:
+    """A file holding how many reports the probed process ``pid`` has finished writing."""
+    return os.path.join(tempfile.gettempdir(), f"duet-memprobe-{pid}.done")
+
+
 def _report(signum, frame) -> None:
-    global _first, _count
+    try:
+        _write_report()
+    finally:
+        with open(done_marker(os.getpid()), "w") as handle:
+            handle.write(str(_count))
+
+
+def _write_report() -> None:
+    global _first, _count, _previous
+    # the probe's own memory: tracemalloc, and the source lines its reports read
     snapshot = tracemalloc.take_snapshot().filter_traces(
-        [tracemalloc.Filter(False, tracemalloc.__file__)])
+        [tracemalloc.Filter(False, tracemalloc.__file__),
+         tracemalloc.Filter(False, linecache.__file__)])
+    consumers = _consumers()
+    counts, sizes = _census()
     _count += 1
     path = f"{os.environ.get('DUET_BENCH_MEMPROBE_OUT', '/tmp/duet-memprobe')}-{_count}.txt"
     with open(path, "w") as handle:
         current, peak = tracemalloc.get_traced_memory()
-        handle.write(f"traced now {current / 1024:.0f} KiB, peak {peak / 1024:.0f} KiB\n")
+        handle.write(f"traced now {current / 1024:.0f} KiB, peak {peak / 1024:.0f} KiB; "
+                     f"{len(consumers)} consumers; VmRSS {_rss_kib()} KiB\n")
         if _first is None:
             _first = snapshot
+            _previous = (snapshot, counts, sizes, len(consumers))
             handle.write("baseline\n")
             return
         stats = snapshot.compare_to(_first, "traceback" if TRACEMALLOC_FRAMES > 1 else "lineno")
         total = sum(stat.size_diff for stat in stats)
         handle.write(f"growth since baseline: {total / 1024:.0f} KiB\n\n")
+        _write_since_previous(handle, snapshot, counts, sizes, consumers)
         by_package: dict[str, int] = {}
         for stat in stats:
             by_package[_package_of(stat.traceback)] = by_package.get(
                 _package_of(stat.traceback), 0) + stat.size_diff
-        handle.write("growth by the package that asked for it (deepest frame outside the "
-                     "standard library):\n")
+        handle.write("growth since baseline by the package that asked for it (deepest frame "
+                     "outside the standard library):\n")
         for package, size in sorted(by_package.items(), key=lambda item: -item[1])[:20]:
             handle.write(f"{size / 1024:10.1f} KiB  {package}\n")
-        handle.write("\ntop sites:\n")
+        handle.write("\ntop sites since baseline:\n")
         for stat in stats[:TOP_SITES]:
             handle.write(f"{stat.size_diff / 1024:10.1f} KiB {stat.count_diff:+8d} blocks\n")
             for line in stat.traceback.format()[-2 * TRACEMALLOC_FRAMES:]:
                 handle.write(f"      {line}\n")
+    _previous = (snapshot, counts, sizes, len(consumers))
+
+
+def _write_since_previous(handle, snapshot, counts, sizes, consumers) -> None:
+    before, counts_before, sizes_before, consumers_before = _previous
+    added = len(consumers) - consumers_before
+    if added <= 0:
+        handle.write("no consumers added since the previous report\n\n")
+        return
+    stats = snapshot.compare_to(before, "lineno")
+    total = sum(stat.size_diff for stat in stats)
+    handle.write(f"== since the previous report: {added} consumers added; traced growth "
+                 f"{total / 1024:.0f} KiB = {total / added:.0f} B per consumer\n\n")
+    by_package: dict[str, int] = {}
+    for stat in stats:
+        package = _package_of(stat.traceback)
+        by_package[package] = by_package.get(package, 0) + stat.size_diff
+    handle.write("bytes per added consumer, by the package that asked for it:\n")
+    for package, size in sorted(by_package.items(), key=lambda item: -item[1]):
+        if abs(size) >= added * 16:
+            handle.write(f"{size / added:8.0f} B  {package}\n")
+    handle.write("\nbytes per added consumer, by source line (innermost frame):\n")
+    for stat in stats[:PER_CONSUMER_SITES]:
+        if abs(stat.size_diff) < added * 24:
+            break
+        handle.write(f"{stat.size_diff / added:8.0f} B {stat.count_diff / added:+6.2f} blocks  "
+                     f"{stat.traceback[0].filename.split('site-packages/')[-1]}:"
+                     f"{stat.traceback[0].lineno}\n")
+    handle.write("\ngc-tracked objects per added consumer, by type (count, shallow bytes):\n")
+    delta = {name: (counts[name] - counts_before.get(name, 0),
+                    sizes[name] - sizes_before.get(name, 0)) for name in counts}
+    shown = sorted(delta.items(), key=lambda item: -item[1][1])[:TOP_TYPES]
+    for name, (count, size) in shown:
+        if count / added < 0.05:
+            continue
+        handle.write(f"{count / added:7.2f} {size / added:8.0f} B  {name}\n")
+    handle.write(f"  (all gc-tracked: {sum(c for c, _ in delta.values()) / added:.1f} objects, "
+                 f"{sum(s for _, s in delta.values()) / added:.0f} B shallow)\n\n")
+    handle.write(_holdings(consumers))
+
+
+# ---- what one consumer holds ---------------------------------------------------------------
+
+
+def _consumers() -> list:
+    from channels.consumer import AsyncConsumer
+
+    return [obj for obj in gc.get_objects() if isinstance(obj, AsyncConsumer)]
+
+
+def _census() -> tuple[collections.Counter, collections.Counter]:
+    counts: collections.Counter = collections.Counter()
+    sizes: collections.Counter = collections.Counter()
+    for obj in gc.get_objects():
+        kind = type(obj)
+        if isinstance(obj, types.CoroutineType):
+            name = f"coroutine {obj.cr_code.co_qualname}"
+        elif isinstance(obj, asyncio.Task):
+            coro = obj.get_coro()
+            name = f"Task running {getattr(getattr(coro, 'cr_code', None), 'co_qualname', '?')}"
+        else:
+            name = f"{kind.__module__}.{kind.__qualname__}"
+        counts[name] += 1
+        sizes[name] += sys.getsizeof(obj)
+    return counts, sizes
+
+
+_DATA = (dict, list, tuple, set, frozenset, str, bytes, bytearray, int, float, bool,
+         type(None), datetime.datetime, datetime.date, datetime.timedelta, collections.deque)
+
+
+def _is_data_object(obj) -> bool:
+    """Objects a consumer may own outright: containers, scalars, model instances, sessions."""
+    if isinstance(obj, _DATA):
+        return True
+    from django.contrib.sessions.backends.base import SessionBase
+    from django.db.models import Model
+    from django.db.models.base import ModelState
+    from django.utils.functional import LazyObject
+
+    return isinstance(obj, (Model, ModelState, SessionBase, LazyObject))
+
+
+def _deep_size(root, seen: set[int]) -> int:
+    """Bytes of ``root`` and the data objects reached from it that ``seen`` does not hold."""
+    total = 0
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or not _is_data_object(obj):
+            continue
+        if isinstance(obj, (int, bool, type(None))) and -5 <= (obj or 0) <= 256:
+            continue  # small ints, True/False/None: shared by the interpreter
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, (str, bytes, int, float)):
+            continue
+        if hasattr(obj, "__dict__") and not isinstance(obj, _DATA):
+            stack.append(obj.__dict__)  # a model instance's or session's fields
+        elif isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
+            stack.extend(obj)
+    return total
+
+
+def _holdings(consumers: list) -> str:
+    """Average bytes per consumer, per attribute and per scope key (the data only)."""
+    if not consumers:
+        return ""
+    sample = consumers[:200]
+    attributes: collections.Counter = collections.Counter()
+    scope_keys: collections.Counter = collections.Counter()
+    for consumer in sample:
+        seen: set[int] = set()
+        instance = sys.getsizeof(consumer) + sys.getsizeof(consumer.__dict__)
+        seen.update((id(consumer), id(consumer.__dict__)))
+        attributes["(instance and its __dict__)"] += instance
+        for name, value in consumer.__dict__.items():
+            if name == "scope":
+                continue
+            attributes[name] += _deep_size(value, seen)
+        scope = consumer.__dict__.get("scope") or {}
+        scope_keys["(the scope dict)"] += _deep_size(scope, set())  # walked alone: all of it
+        scope_seen: set[int] = {id(scope)}
+        for key, value in scope.items():
+            scope_keys[key] += _deep_size(value, scope_seen)
+    lines = [f"what one consumer holds (mean of {len(sample)}, data reached from it, "
+             f"bytes; shared machinery such as the channel layer is not counted):\n"]
+    for name, size in sorted(attributes.items(), key=lambda item: -item[1]):
+        lines.append(f"  attribute {name:28s} {size / len(sample):8.0f}\n")
+    lines.append(f"  attributes in all {'':20s} {sum(attributes.values()) / len(sample):8.0f}\n")
+    for name, size in sorted(scope_keys.items(), key=lambda item: -item[1]):
+        lines.append(f"  scope[{name!r}] {'':16s} {size / len(sample):8.0f}\n")
+    return "".join(lines) + "\n"
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def _package_of(traceback: tracemalloc.Traceback) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from array import array
+from bisect import bisect_left
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ from django.utils.functional import LazyObject
 
 from calls import devices, media, selectors, services
 from calls.events import remember_home_loop, user_group
+from calls.models import Profile
 from calls.protocol import MAX_FRAME_BYTES, ProtocolError, parse_frame, reply_error, reply_ok
 from calls.services import ServiceError, to_ms
 
@@ -58,6 +61,13 @@ _database_executor = ThreadPoolExecutor(max_workers=settings.DUET_DATABASE_THREA
 def database_sync_to_async(function):
     return _database_sync_to_async(function, thread_sensitive=False, executor=_database_executor)
 
+# The last presence status sent for each watched user, one byte each (0: none sent yet).
+PRESENCE_STATUSES = ("offline", "online", "busy")
+_STATUS_CODE = {status: code for code, status in enumerate(PRESENCE_STATUSES, start=1)}
+# A socket that watches nobody shares these (never written to).
+_NOBODY = array("q")
+_NO_STATUSES = b""
+
 
 class CallConsumer(AsyncJsonWebsocketConsumer):
     async def dispatch(self, message):
@@ -81,8 +91,10 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         self.unacked: dict[int, list] = {}  # seq -> [frame, due_monotonic, delay_s, first_sent]
         self.incoming_calls: dict[int, str] = {}  # seq of an incoming-call event -> call_id
         self.resend_task: asyncio.Task | None = None
-        self.watched: set[int] = set()
-        self.presence_sent: dict[int, str] = {}
+        # Presence state, compact because a lobby socket may watch 200 users: the watched ids
+        # sorted (8 bytes each), and the status last sent for each, by position (1 byte each).
+        self.watched: array = _NOBODY
+        self.presence_sent: bytearray | bytes = _NO_STATUSES
         self.allowance = float(FRAME_BURST)
         self.allowance_at = time.monotonic()
         await self.accept()
@@ -178,14 +190,16 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
             _ensure_heartbeat()
         watched = watch if watch is not None else await database_sync_to_async(
             selectors.default_watch_list)(user_id=self.user.pk)
-        for user_id in set(watched) - self.watched:
+        before, after = set(self.watched), set(watched)
+        for user_id in after - before:
             await self.channel_layer.group_add(devices.presence_group(user_id), self.channel_name)
-        for user_id in self.watched - set(watched):
+        for user_id in before - after:
             await self.channel_layer.group_discard(devices.presence_group(user_id), self.channel_name)
-        self.watched = set(watched)
+        self.watched = array("q", sorted(after)) if after else _NOBODY
+        self.presence_sent = _status_codes(self.watched, [])
         data, replay, cursor = await database_sync_to_async(_hello)(
             self.user, device_id, self.channel_name, last_seq, watched)
-        self.presence_sent = {item["user_id"]: item["status"] for item in data["presence"]}
+        self.presence_sent = _status_codes(self.watched, data["presence"])
         if last_seq is not None:
             self.sent_seq = max(self.sent_seq, min(last_seq, cursor))
         for frame in replay:
@@ -210,9 +224,13 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
     async def presence_changed(self, message):
         """A watched user's status changed (calls.devices.presence_publish)."""
         user_id, status = message["user_id"], message["status"]
-        if user_id not in self.watched or self.presence_sent.get(user_id) == status:
+        index = bisect_left(self.watched, user_id)
+        if index == len(self.watched) or self.watched[index] != user_id:
             return
-        self.presence_sent[user_id] = status
+        code = _STATUS_CODE.get(status, 0)
+        if code and self.presence_sent[index] == code:
+            return
+        self.presence_sent[index] = code
         await self.send_json({"type": "event", "name": "presence", "call_id": None,
                               "user_id": user_id, "status": status})
 
@@ -276,6 +294,18 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json(frame)
 
 
+def _status_codes(watched: array, presence: list[dict]) -> bytearray | bytes:
+    """The hello snapshot as the status last sent for each of ``watched``, by position."""
+    if not watched:
+        return _NO_STATUSES
+    codes = bytearray(len(watched))
+    for item in presence:
+        index = bisect_left(watched, item["user_id"])
+        if index < len(watched) and watched[index] == item["user_id"]:
+            codes[index] = _STATUS_CODE.get(item["status"], 0)
+    return codes
+
+
 def _hello(user, device_id: str, channel_name: str, last_seq: int | None, watched: list[int]):
     now = timezone.now()
     devices.device_connect(user=user, device_id=device_id, channel_name=channel_name, now=now)
@@ -284,11 +314,13 @@ def _hello(user, device_id: str, channel_name: str, last_seq: int | None, watche
     if last_seq is not None and last_seq < cursor:
         replay = selectors.events_after(user_id=user.pk, device_id=device_id, after_seq=last_seq,
                                         until_seq=cursor, now=now)
-    profile = getattr(user, "profile", None)
+    # not user.profile: that would stay cached on the user the socket keeps
+    display_name = Profile.objects.filter(user_id=user.pk).values_list(
+        "display_name", flat=True).first()
     statuses = selectors.presence_of(watched, now=now)
     data = {
         "user": {"id": user.pk, "username": user.get_username(),
-                 "display_name": profile.name if profile else user.get_username()},
+                 "display_name": display_name or user.get_username()},
         "device_id": device_id,
         "server_time_ms": to_ms(now),
         "config": {

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
-from calls.models import Connection, Profile, UserEvent
+from calls.models import CallSession, Connection, Profile, UserEvent
 
 # A device whose heartbeat has been silent this many intervals counts as gone (crashed process).
 HEARTBEAT_MISSES_ALLOWED = 3
@@ -91,7 +91,37 @@ def presence_of(user_ids: list[int], *, now: datetime | None = None) -> dict[int
             for user_id in user_ids}
 
 
+# The default watch list of a large community is drawn from this many of the user's latest calls.
+RECENT_CALLS_FOR_WATCH = 1000
+
+
 def default_watch_list(*, user_id: int) -> list[int]:
-    """Whom a device watches when it does not say: everyone else, up to MAX_WATCHED_USERS."""
-    return list(get_user_model().objects.filter(is_active=True).exclude(pk=user_id)
-                .order_by("username").values_list("pk", flat=True)[:MAX_WATCHED_USERS])
+    """Whom a device watches when it does not say.
+
+    Everyone else while they are at most MAX_WATCHED_USERS (a small community's lobby). Beyond
+    that, "everyone" cannot be watched, and the first 200 by username would be the same 200
+    people for every device: each of their status changes would go to every connected socket,
+    and every socket would join 200 presence groups (docs/memory.md measured it: +17 KiB per idle
+    socket and 2.5x slower connects, and a call between two of those 200 took 11 s with 2,000
+    sockets watching). So a large community's default is the people the user has been in calls
+    with, latest first, up to MAX_WATCHED_USERS: whom the user is likely to call again, spread
+    over the users instead of piled on the same 200.
+    """
+    others = get_user_model().objects.filter(is_active=True).exclude(pk=user_id)
+    everyone = list(others.order_by("username").values_list("pk", flat=True)
+                    [:MAX_WATCHED_USERS + 1])
+    if len(everyone) <= MAX_WATCHED_USERS:
+        return everyone
+    return recent_call_partners(user_id=user_id, limit=MAX_WATCHED_USERS)
+
+
+def recent_call_partners(*, user_id: int, limit: int) -> list[int]:
+    """Active users this user has called or been called by, latest call first."""
+    calls = (CallSession.objects.filter(Q(caller_id=user_id) | Q(callee_id=user_id))
+             .order_by("-id").values_list("caller_id", "callee_id")[:RECENT_CALLS_FOR_WATCH])
+    partners = list(dict.fromkeys(callee if caller == user_id else caller
+                                  for caller, callee in calls))
+    partners = [partner for partner in partners if partner != user_id]
+    active = set(get_user_model().objects.filter(pk__in=partners, is_active=True)
+                 .values_list("pk", flat=True))
+    return [partner for partner in partners if partner in active][:limit]
