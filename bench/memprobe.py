@@ -27,6 +27,8 @@ import os
 import signal
 import sys
 import tempfile
+import threading
+import time
 import tracemalloc
 import types
 
@@ -38,6 +40,7 @@ TOP_TYPES = 45
 _first: tracemalloc.Snapshot | None = None
 _previous: tuple[tracemalloc.Snapshot, collections.Counter, collections.Counter, int] | None = None
 _count = 0
+_writing = threading.Lock()  # reports are written one at a time, in order
 
 
 def done_marker(pid: int) -> str:
@@ -46,36 +49,54 @@ def done_marker(pid: int) -> str:
 
 
 def _report(signum, frame) -> None:
-    try:
-        _write_report()
-    finally:
-        with open(done_marker(os.getpid()), "w") as handle:
-            handle.write(str(_count))
+    """Everything is done on a thread: the server's loop keeps running between the thread's
+    GIL slices. A loop held for long (a report takes 20-40 s with 1,000 sockets under
+    tracemalloc on a busy machine) makes the channel layer's Redis reads time out
+    (REDIS_SOCKET_TIMEOUT_S) and closes every socket waiting on one."""
+    global _count
+    _count += 1
+    threading.Thread(target=_write_report, args=(_count,), daemon=True).start()
 
 
-def _write_report() -> None:
-    global _first, _count, _previous
+def _take(number: int):
+    started = time.monotonic()
     # the probe's own memory: tracemalloc, and the source lines its reports read
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__),
          tracemalloc.Filter(False, linecache.__file__)])
     consumers = _consumers()
     counts, sizes = _census()
-    _count += 1
-    path = f"{os.environ.get('DUET_BENCH_MEMPROBE_OUT', '/tmp/duet-memprobe')}-{_count}.txt"
+    holdings = _holdings(consumers)
+    current, peak = tracemalloc.get_traced_memory()
+    header = (f"traced now {current / 1024:.0f} KiB, peak {peak / 1024:.0f} KiB; "
+              f"{len(consumers)} consumers; VmRSS {_rss_kib()} KiB; taken in "
+              f"{time.monotonic() - started:.1f} s\n")
+    return number, header, snapshot, counts, sizes, len(consumers), holdings
+
+
+def _write_report(number: int) -> None:
+    try:
+        with _writing:
+            _write(*_take(number))
+    finally:
+        with open(done_marker(os.getpid()), "w") as handle:
+            handle.write(str(number))
+
+
+def _write(number, header, snapshot, counts, sizes, consumer_count, holdings) -> None:
+    global _first, _previous
+    path = f"{os.environ.get('DUET_BENCH_MEMPROBE_OUT', '/tmp/duet-memprobe')}-{number}.txt"
     with open(path, "w") as handle:
-        current, peak = tracemalloc.get_traced_memory()
-        handle.write(f"traced now {current / 1024:.0f} KiB, peak {peak / 1024:.0f} KiB; "
-                     f"{len(consumers)} consumers; VmRSS {_rss_kib()} KiB\n")
+        handle.write(header)
         if _first is None:
             _first = snapshot
-            _previous = (snapshot, counts, sizes, len(consumers))
+            _previous = (snapshot, counts, sizes, consumer_count)
             handle.write("baseline\n")
             return
         stats = snapshot.compare_to(_first, "traceback" if TRACEMALLOC_FRAMES > 1 else "lineno")
         total = sum(stat.size_diff for stat in stats)
         handle.write(f"growth since baseline: {total / 1024:.0f} KiB\n\n")
-        _write_since_previous(handle, snapshot, counts, sizes, consumers)
+        _write_since_previous(handle, snapshot, counts, sizes, consumer_count, holdings)
         by_package: dict[str, int] = {}
         for stat in stats:
             by_package[_package_of(stat.traceback)] = by_package.get(
@@ -89,12 +110,12 @@ def _write_report() -> None:
             handle.write(f"{stat.size_diff / 1024:10.1f} KiB {stat.count_diff:+8d} blocks\n")
             for line in stat.traceback.format()[-2 * TRACEMALLOC_FRAMES:]:
                 handle.write(f"      {line}\n")
-    _previous = (snapshot, counts, sizes, len(consumers))
+    _previous = (snapshot, counts, sizes, consumer_count)
 
 
-def _write_since_previous(handle, snapshot, counts, sizes, consumers) -> None:
+def _write_since_previous(handle, snapshot, counts, sizes, consumer_count, holdings) -> None:
     before, counts_before, sizes_before, consumers_before = _previous
-    added = len(consumers) - consumers_before
+    added = consumer_count - consumers_before
     if added <= 0:
         handle.write("no consumers added since the previous report\n\n")
         return
@@ -127,7 +148,7 @@ def _write_since_previous(handle, snapshot, counts, sizes, consumers) -> None:
         handle.write(f"{count / added:7.2f} {size / added:8.0f} B  {name}\n")
     handle.write(f"  (all gc-tracked: {sum(c for c, _ in delta.values()) / added:.1f} objects, "
                  f"{sum(s for _, s in delta.values()) / added:.0f} B shallow)\n\n")
-    handle.write(_holdings(consumers))
+    handle.write(holdings)
 
 
 # ---- what one consumer holds ---------------------------------------------------------------
@@ -204,19 +225,10 @@ def _holdings(consumers: list) -> str:
     attributes: collections.Counter = collections.Counter()
     scope_keys: collections.Counter = collections.Counter()
     for consumer in sample:
-        seen: set[int] = set()
-        instance = sys.getsizeof(consumer) + sys.getsizeof(consumer.__dict__)
-        seen.update((id(consumer), id(consumer.__dict__)))
-        attributes["(instance and its __dict__)"] += instance
-        for name, value in consumer.__dict__.items():
-            if name == "scope":
-                continue
-            attributes[name] += _deep_size(value, seen)
-        scope = consumer.__dict__.get("scope") or {}
-        scope_keys["(the scope dict)"] += _deep_size(scope, set())  # walked alone: all of it
-        scope_seen: set[int] = {id(scope)}
-        for key, value in scope.items():
-            scope_keys[key] += _deep_size(value, scope_seen)
+        try:
+            _hold(consumer, attributes, scope_keys)
+        except RuntimeError:  # it changed while walked (the loop runs meanwhile): skip it
+            continue
     lines = [f"what one consumer holds (mean of {len(sample)}, data reached from it, "
              f"bytes; shared machinery such as the channel layer is not counted):\n"]
     for name, size in sorted(attributes.items(), key=lambda item: -item[1]):
@@ -225,6 +237,21 @@ def _holdings(consumers: list) -> str:
     for name, size in sorted(scope_keys.items(), key=lambda item: -item[1]):
         lines.append(f"  scope[{name!r}] {'':16s} {size / len(sample):8.0f}\n")
     return "".join(lines) + "\n"
+
+
+def _hold(consumer, attributes: collections.Counter, scope_keys: collections.Counter) -> None:
+    """Add one consumer's attributes and scope keys (bytes of data reached from each)."""
+    seen: set[int] = {id(consumer), id(consumer.__dict__)}
+    attributes["(instance and its __dict__)"] += (sys.getsizeof(consumer)
+                                                  + sys.getsizeof(consumer.__dict__))
+    for name, value in list(consumer.__dict__.items()):
+        if name != "scope":
+            attributes[name] += _deep_size(value, seen)
+    scope = consumer.__dict__.get("scope") or {}
+    scope_keys["(the scope dict)"] += _deep_size(scope, set())  # walked alone: all of it
+    scope_seen: set[int] = {id(scope)}
+    for key, value in list(scope.items()):
+        scope_keys[key] += _deep_size(value, scope_seen)
 
 
 def _rss_kib() -> int:
