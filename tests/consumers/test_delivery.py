@@ -17,20 +17,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 RESEND_WAIT_S = 3.0
 
 
-@pytest.fixture
-async def opened():
-    opened_devices = []
-
-    async def open_device(user, **options):
-        device = await Device.open(user, **options)
-        opened_devices.append(device)
-        return device
-
-    yield open_device
-    for device in opened_devices:
-        await device.close()
-
-
 async def test_an_unacknowledged_event_is_sent_again_until_acknowledged(opened, alice, bob):
     a = await opened(alice)
     b = await opened(bob, auto_ack=False)

@@ -10,27 +10,13 @@ from channels.db import database_sync_to_async
 
 from calls import services
 from calls.models import CallSession, Profile
-from tests.support import Device, summary
+from tests.support import summary
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CALLING_VIDEO = [("state", "calling", "localVideoCall"), ("event", "localVideoCall")]
 RINGING_VIDEO = [("state", "calling", "remoteVideoCall"), ("event", "remoteVideoCall")]
 RECEIPT = [("event", "remoteUserRecvCall")]
-
-
-@pytest.fixture
-async def opened():
-    devices = []
-
-    async def open_device(user, **options):
-        device = await Device.open(user, **options)
-        devices.append(device)
-        return device
-
-    yield open_device
-    for device in devices:
-        await device.close()
 
 
 @database_sync_to_async

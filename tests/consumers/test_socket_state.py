@@ -17,20 +17,6 @@ from tests.support import ORIGIN, Device, session_cookie
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-async def opened():
-    opened_devices = []
-
-    async def open_device(user, **options):
-        device = await Device.open(user, **options)
-        opened_devices.append(device)
-        return device
-
-    yield open_device
-    for device in opened_devices:
-        await device.close()
-
-
 async def push_presence(user_id: int, status: str) -> None:
     """What calls.devices.presence_publish sends to the watchers of ``user_id``."""
     await get_channel_layer().group_send(devices.presence_group(user_id), {
