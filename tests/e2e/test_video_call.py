@@ -92,8 +92,9 @@ def test_the_camera_captures_at_the_video_settings_given_to_prepare_for_call(use
     # then
     assert bob.page.evaluate(CAMERA_SETTINGS_JS) == {"width": 320, "height": 240, "frameRate": 10}
     assert alice.page.evaluate(CAMERA_SETTINGS_JS) == {"width": 640, "height": 360, "frameRate": 15}
+    # (not the size alice receives: Chromium's one fake camera, shared by both contexts, sends
+    # whatever size its first opener asked for)
     assert alice.remote_video_decoding() is True
-    assert 0 < alice.remote_video_size()["width"] <= 320
     bob.click("#hangup")
     alice.expect_state("prepared", "remoteHangup")
 
