@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -26,6 +27,15 @@ VIDEO_DECODING_JS = """([selector, frames]) => new Promise((resolve) => {
   const count = () => { seen += 1; if (seen >= frames) resolve(true); else video.requestVideoFrameCallback(count); };
   video.requestVideoFrameCallback(count);
 })"""
+
+STATE_IS_JS = """([state, reason]) => {
+  const app = document.getElementById("app");
+  return app.dataset.callState === state && (reason === null || app.dataset.callReason === reason);
+}"""
+SHOWN_STATE_JS = """() => {
+  const app = document.getElementById("app");
+  return {state: app.dataset.callState ?? null, reason: app.dataset.callReason ?? null};
+}"""
 
 COSTS_JS = """() => {
   const costs = duet.api.getCallCosts();
@@ -81,10 +91,19 @@ class Person:
     # ---- observations ------------------------------------------------------------------------
 
     def expect_state(self, state: str, reason: str | None = None, timeout: int = STEP_MS) -> None:
-        app = self.page.locator("#app")
-        expect(app).to_have_attribute("data-call-state", state, timeout=timeout)
-        if reason is not None:
-            expect(app).to_have_attribute("data-call-reason", reason, timeout=timeout)
+        """Wait until the page shows this call state (and reason).
+
+        A plain attribute check in the page, not ``expect(locator)``: a retrying ``expect``
+        builds an accessibility snapshot of the page for its failure message on every failed
+        check, which held the page's main thread for 50-150 ms at a time and delayed the very
+        WebSocket messages the timing test measures (docs/benchmarks.md).
+        """
+        try:
+            self.page.wait_for_function(STATE_IS_JS, arg=[state, reason], timeout=timeout)
+        except PlaywrightTimeoutError:
+            shown = self.page.evaluate(SHOWN_STATE_JS)
+            raise AssertionError(f"{self.username}: expected call state {state!r} reason "
+                                 f"{reason!r}, the page shows {shown}") from None
 
     def expect_toast(self, text: str, timeout: int = STEP_MS) -> None:
         expect(self.page.locator("#toast")).to_have_text(text, timeout=timeout)
