@@ -27,10 +27,10 @@ from channels.consumer import get_handler_name
 from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
-from django.utils.functional import LazyObject
 
-from calls import devices, media, selectors, services
+from calls import devices, gate, media, selectors, services
 from calls.events import remember_home_loop, user_group
+from calls.gate import SocketUser
 from calls.models import Profile
 from calls.protocol import MAX_FRAME_BYTES, ProtocolError, parse_frame, reply_error, reply_ok
 from calls.services import ServiceError, to_ms
@@ -85,12 +85,20 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         await handler(message)
 
     async def connect(self):
-        self.user = _unwrapped(self.scope.get("user"))
+        """The door first (calls.gate): a foreign Origin is refused before the handshake
+        completes, a socket without a signed-in user is accepted and closed with 4401."""
+        self.user: SocketUser | None = None
         self.device_id: str | None = None
         self.sent_seq = 0
         self.unacked: dict[int, list] = {}  # seq -> [frame, due_monotonic, delay_s, first_sent]
         self.incoming_calls: dict[int, str] = {}  # seq of an incoming-call event -> call_id
         self.resend_task: asyncio.Task | None = None
+        headers = self.scope.get("headers", ())
+        if not gate.origin_allowed(headers):
+            await self.close()  # before accept: daphne refuses the handshake (403)
+            return
+        self.user = await database_sync_to_async(gate.socket_user)(gate.session_key(headers))
+        gate.trim_scope(self.scope)
         # Presence state, compact because a lobby socket may watch 200 users: the watched ids
         # sorted (8 bytes each), and the status last sent for each, by position (1 byte each).
         self.watched: array = _NOBODY
@@ -98,7 +106,7 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         self.allowance = float(FRAME_BURST)
         self.allowance_at = time.monotonic()
         await self.accept()
-        if self.user is None or not self.user.is_authenticated:
+        if self.user is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         remember_home_loop()
@@ -159,14 +167,15 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(reply_error(frame.id, "hello_required", "send hello first"))
             return
         handler = FRAME_HANDLERS[frame.type]
-        context = FrameContext(self.user, self.device_id)
+        user = self.user.model()
+        context = FrameContext(user, self.device_id)
 
         def handle():
             return handler(context, **frame.fields)
 
         await self.send_json(await self._answer(
             frame.id, database_sync_to_async(services.client_frame_once),
-            {"user": self.user, "frame_id": frame.id, "handle": handle}, whole_reply=True))
+            {"user": user, "frame_id": frame.id, "handle": handle}, whole_reply=True))
 
     async def _answer(self, frame_id, function, fields, *, whole_reply=False) -> dict:
         try:
@@ -198,7 +207,7 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         self.watched = array("q", sorted(after)) if after else _NOBODY
         self.presence_sent = _status_codes(self.watched, [])
         data, replay, cursor = await database_sync_to_async(_hello)(
-            self.user, device_id, self.channel_name, last_seq, watched)
+            self.user.model(), device_id, self.channel_name, last_seq, watched)
         self.presence_sent = _status_codes(self.watched, data["presence"])
         if last_seq is not None:
             self.sent_seq = max(self.sent_seq, min(last_seq, cursor))
@@ -335,15 +344,6 @@ def _hello(user, device_id: str, channel_name: str, last_seq: int | None, watche
         "presence": [{"user_id": user_id, "status": statuses[user_id]} for user_id in watched],
     }
     return data, replay, cursor
-
-
-def _unwrapped(user):
-    """The user object behind AuthMiddleware's lazy wrapper: every ``self.user.pk`` through the
-    wrapper costs an attribute hook, and the socket reads it on every frame."""
-    if isinstance(user, LazyObject):
-        user.is_authenticated  # noqa: B018 - evaluates the wrapper
-        return user._wrapped
-    return user
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,3 @@
-from django.urls import path
+"""Where the call socket lives (project/asgi.py routes it; the JS client connects to it)."""
 
-from calls.consumers import CallConsumer
-
-websocket_urlpatterns = [
-    path("ws/calls/", CallConsumer.as_asgi()),
-]
+CALL_SOCKET_PATH = "/ws/calls/"

@@ -5,6 +5,7 @@ from django.http import JsonResponse
 from django.shortcuts import render
 
 from calls import selectors
+from calls.routing import CALL_SOCKET_PATH
 
 
 def initials(name: str) -> str:
@@ -23,6 +24,7 @@ def lobby(request):
         "people": people,
         "my_name": my_name,
         "my_initials": initials(my_name),
+        "socket_path": CALL_SOCKET_PATH,
     })
 
 

@@ -1,5 +1,5 @@
-"""What a socket keeps while it idles: the door (project.asgi.CallSocketGate) leaves a small user
-and nothing of the session; presence state is compact (sorted ids, one status byte each) and
+"""What a socket keeps while it idles: the door (calls.gate, run by the consumer's connect) leaves
+a small user and nothing of the session or the unused scope; presence state is compact (sorted ids, one status byte each) and
 still de-duplicates per socket; a large community's default watch list is the user's latest
 call partners, not the same 200 people for everyone."""
 
@@ -8,10 +8,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
-from calls import devices, selectors
+from calls import devices, gate, selectors
+from calls.consumers import CallConsumer
 from tests.support import ORIGIN, Device, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,21 +27,54 @@ async def push_presence(user_id: int, status: str) -> None:
 
 
 async def test_the_socket_user_holds_only_its_id_and_username(alice):
-    from project.asgi import socket_user
-
     cookie = await database_sync_to_async(session_cookie)(alice)
-    user = await database_sync_to_async(socket_user)(cookie)
-    assert isinstance(user, get_user_model()) and user.is_authenticated
-    assert (user.pk, user.get_username()) == (alice.pk, "alice")
-    assert {"password", "email", "last_login", "date_joined"} <= user.get_deferred_fields()
-    assert "profile" not in user._state.fields_cache
+    user = await database_sync_to_async(gate.socket_user)(cookie)
+    assert (user.pk, user.username) == (alice.pk, "alice")
+    assert not hasattr(user, "__dict__")  # two slots, nothing else can be cached on it
+    model = user.model()
+    assert isinstance(model, get_user_model()) and model.is_authenticated
+    assert (model.pk, model.get_username()) == (alice.pk, "alice")
+    assert {"password", "email", "last_login", "date_joined"} <= model.get_deferred_fields()
 
 
 @pytest.mark.parametrize("cookie", [None, "", "no-such-session"])
-async def test_no_session_is_anonymous(db, cookie):
-    from project.asgi import socket_user
+async def test_no_session_is_no_user(db, cookie):
+    assert await database_sync_to_async(gate.socket_user)(cookie) is None
 
-    assert isinstance(await database_sync_to_async(socket_user)(cookie), AnonymousUser)
+
+async def test_the_socket_keeps_only_the_scope_it_reads(alice):
+    from project.asgi import application
+
+    cookie = await database_sync_to_async(session_cookie)(alice)
+    communicator = WebsocketCommunicator(application, "/ws/calls/", headers=[
+        (b"cookie", f"sessionid={cookie}".encode()), (b"origin", ORIGIN)])
+    connected, _ = await communicator.connect()
+    assert connected
+    # the coroutine daphne runs is the consumer's own: no router or middleware frame around it
+    consumer = communicator.future.get_coro().cr_frame.f_locals["self"]
+    assert isinstance(consumer, CallConsumer)
+    assert set(consumer.scope) == {"type", "path"}
+    await communicator.disconnect()
+
+
+async def test_a_socket_elsewhere_is_refused(alice):
+    from project.asgi import application
+
+    cookie = await database_sync_to_async(session_cookie)(alice)
+    communicator = WebsocketCommunicator(application, "/ws/other/", headers=[
+        (b"cookie", f"sessionid={cookie}".encode()), (b"origin", ORIGIN)])
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_a_foreign_origin_is_refused(alice):
+    from project.asgi import application
+
+    cookie = await database_sync_to_async(session_cookie)(alice)
+    communicator = WebsocketCommunicator(application, "/ws/calls/", headers=[
+        (b"cookie", f"sessionid={cookie}".encode()), (b"origin", b"http://evil.example")])
+    connected, _ = await communicator.connect()
+    assert not connected
 
 
 async def test_a_session_from_before_a_password_change_is_refused(alice):
