@@ -311,6 +311,39 @@ test("a reloaded caller resumes its connected call from hello's active_call and 
   assert.deepEqual(engine.names().slice(1), ["join", "restart", "selectRemote", "reveal"]);
 });
 
+for (const [label, delivered, expected] of [
+  ["a callee device has the call: it rings", true,
+   ["calling/localVideoCall", "event joinRTCStart", "event remoteUserRecvCall"]],
+  ["no callee device has the call yet: it calls", false,
+   ["calling/localVideoCall", "event joinRTCStart"]],
+]) {
+  test(`a caller reloaded while ringing, ${label}`, async () => {
+    // given: the receipt went to the page this one replaced
+    const active = state("c11", "calling", "localVideoCall", { delivered });
+    // when
+    const { api, seen } = await makeApi({
+      hello: { active_call: active, flags: { firstTime: true, pageResume: true } } });
+    // then: the listeners hear what the live remoteUserRecvCall said, with no cost node made up
+    assert.deepEqual(seen.slice(seen.indexOf("calling/localVideoCall")), expected);
+    assert.equal(api.getCallCosts().has("remoteUserRecvCall"), false);
+  });
+}
+
+test("a living page's reconnect does not repeat a receipt it already heard", async () => {
+  // given
+  const { socket, seen } = await makeApi();
+  socket.replies.call = { call_id: "c12", channel: "duet-c12", media: {}, outcome: "ring" };
+  const calling = state("c12", "calling", "localVideoCall");
+  socket.event(calling);
+  socket.event(callEvent("c12", "remoteUserRecvCall"));
+  seen.length = 0;
+  // when: the socket drops and says hello again on the same page
+  socket.hello({ ...HELLO, active_call: { ...calling, info: { ...calling.info, delivered: true } } },
+               { firstTime: false, pageResume: false });
+  // then
+  assert.deepEqual(seen, ["presence 2 online"]);
+});
+
 test("a call that ended while the device was away ends here at the next hello", async () => {
   // given
   const { api, socket, engine, seen } = await makeApi({ user: BOB });
