@@ -23,6 +23,12 @@ AUDIO_FLOWING_JS = """() => new Promise((resolve) => {
     again();
   });
 })"""
+# Whether the page holds the reply to its accept (see Person.hold_incoming_messages): the server
+# has committed the accept and sent its events.
+HELD_ACCEPT_REPLY_JS = """() => heldMessages.some((message) => {
+  const frame = JSON.parse(message.data);
+  return frame.type === "reply" && frame.ok && frame.data?.channel !== undefined;
+})"""
 
 
 def test_audio_call_sends_no_video_and_audio_flows(users, open_person):
@@ -220,3 +226,33 @@ def test_a_caller_reloaded_before_the_callee_has_the_call_shows_calling_then_rin
     alice.expect_state("prepared", "localCancelled")
     bob.expect_state("prepared", "remoteCancelled")
 
+
+def test_a_caller_reloaded_while_ringing_connects_only_on_a_frame_of_its_new_page(
+        users, open_person):
+    # given: both pages had each other's picture while ringing; then bob's page stops hearing the
+    # server, so it cannot answer alice's reloaded page, which asks for a new connection
+    alice = open_person(users.alice)
+    bob = open_person(users.bob)
+    ring_with_both_pictures(alice, bob, users)
+    bob.hold_incoming_messages()
+    reload_the_calling_page(alice)
+    # when bob accepts before alice's new page has a picture
+    bob.click("#accept")
+    bob.page.wait_for_function(HELD_ACCEPT_REPLY_JS, timeout=STEP_MS)
+    # then alice is connecting: her old page's frame does not count for the new one
+    alice.expect_state("connecting", "remoteAccepted")
+    assert alice.page.evaluate("duet.api.getCallCosts().has('recvFirstFrame')") is False
+    # when bob's page hears the server again and connects to alice's new page
+    bob.release_incoming_messages()
+    # then the first frame of alice's new page is what connects her
+    alice.expect_state("connected", "recvRemoteFirstFrame")
+    marks = alice.costs()["marks"]
+    assert marks["recvFirstFrame"] <= marks["connected"]
+    bob.expect_state("connected", "localAccepted")
+    assert alice.remote_video_decoding() is True
+    assert bob.remote_video_decoding() is True
+    # when
+    alice.click("#hangup")
+    # then
+    alice.expect_state("prepared", "localHangup")
+    bob.expect_state("prepared", "remoteHangup")
