@@ -188,7 +188,7 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         return result if whole_reply else reply_ok(frame_id, result)
 
     async def on_hello(self, *, device_id: str, last_seq: int | None = None,
-                       watch: list[int] | None = None) -> dict:
+                       watch: list[int] | None = None, media_reset: bool = False) -> dict:
         if self.device_id is not None and device_id != self.device_id:
             raise ServiceError("invalid_message", "this socket already said hello as another device")
         first_hello = self.device_id is None
@@ -207,7 +207,7 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         self.watched = array("q", sorted(after)) if after else _NOBODY
         self.presence_sent = _status_codes(self.watched, [])
         data, replay, cursor = await database_sync_to_async(_hello)(
-            self.user.model(), device_id, self.channel_name, last_seq, watched)
+            self.user.model(), device_id, self.channel_name, last_seq, watched, media_reset)
         self.presence_sent = _status_codes(self.watched, data["presence"])
         if last_seq is not None:
             self.sent_seq = max(self.sent_seq, min(last_seq, cursor))
@@ -315,9 +315,12 @@ def _status_codes(watched: array, presence: list[dict]) -> bytearray | bytes:
     return codes
 
 
-def _hello(user, device_id: str, channel_name: str, last_seq: int | None, watched: list[int]):
+def _hello(user, device_id: str, channel_name: str, last_seq: int | None, watched: list[int],
+           media_reset: bool):
     now = timezone.now()
     devices.device_connect(user=user, device_id=device_id, channel_name=channel_name, now=now)
+    if media_reset:  # a reloaded page: the frames its predecessor saw do not count for it
+        services.call_media_reset(user=user, device_id=device_id, now=now)
     cursor = selectors.current_seq(user.pk)
     replay = []
     if last_seq is not None and last_seq < cursor:

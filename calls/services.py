@@ -805,6 +805,29 @@ def _step_side(call_id: str, user_id: int, kind: InputKind, now: datetime | None
                       record=Record(record_kind, user_id))
 
 
+def call_media_reset(*, user, device_id: str, now: datetime | None = None) -> CallSession | None:
+    """A device of ``user`` came back without the media connections it had (a reloaded page says
+    so in its ``hello``): the first remote frame it reported for the user's live call came through
+    connections that are gone, so it no longer counts and its side turns connected on a frame of
+    the new ones. A side already connected stays so. Returns the call (None without a live one).
+    """
+    call_id = (Profile.objects.filter(user_id=user.pk, active_call__isnull=False)
+               .values_list("active_call__call_id", flat=True).first())
+    if call_id is None:
+        return None
+    caller_id, _ = _participants(call_id)
+    side = Side.caller if user.pk == caller_id else Side.callee
+    # A device that chose not to wait for a first frame (its call or accept said so, and the
+    # timeline keeps it) keeps that choice: there is no frame of its to forget.
+    waived = CallEvent.objects.filter(
+        call__call_id=call_id, actor_id=user.pk, device_id=device_id, kind__in=("dial", "accept"),
+        payload__wait_first_frame=False).exists()
+    return _step_call(call_id=call_id, now=now,
+                      inp=Input(InputKind.media_reset, side=side, device_id=device_id,
+                                wait_first_frame=not waived),
+                      record=Record("media_reset", user.pk, device_id))
+
+
 def schedule_connection_grace(call_id: str, user_id: int, deadline: datetime) -> None:
     from calls.tasks import connection_grace_task
 

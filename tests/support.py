@@ -60,7 +60,8 @@ class Device:
 
     @classmethod
     async def open(cls, user, device_id: str | None = None, *, hello: bool = True,
-                   last_seq: int | None = None, **options) -> Device:
+                   last_seq: int | None = None, media_reset: bool | None = None,
+                   **options) -> Device:
         cookie = await database_sync_to_async(session_cookie)(user)
         device = cls(user, device_id or f"{user.username}-{next(cls._ids)}", cookie=cookie,
                      **options)
@@ -71,6 +72,8 @@ class Device:
             fields = {"device_id": device.device_id}
             if last_seq is not None:
                 fields["last_seq"] = last_seq
+            if media_reset is not None:
+                fields["media_reset"] = media_reset
             device.hello_data = await device.ok("hello", **fields)
         return device
 

@@ -22,8 +22,11 @@ to arm or clear). It never raises for a valid snapshot except with :class:`RuleV
 Rules kept here and nowhere else:
 - user intents that the table does not allow in the current phase are ``state_mismatch``; intents
   by the wrong participant are ``forbidden``;
-- server inputs (ring timeout, delivery receipt, connection loss and return) are idempotent: when
-  they no longer apply (fired late, fired twice) they change nothing and are not errors;
+- server inputs (ring timeout, delivery receipt, connection loss and return, media reset) are
+  idempotent: when they no longer apply (fired late, fired twice) they change nothing and are not
+  errors;
+- a first remote frame counts for the device that saw it until that device says it lost its media
+  connections (``media_reset``: a reloaded page), unless its side is connected already;
 - after ``accept`` only the accepting callee device hears about the call; the caller's devices all
   follow it;
 - dialing decides busy, offline, recall, glare and "already in a call" (:func:`decide_dial`).
@@ -110,6 +113,9 @@ class InputKind(str, enum.Enum):
     peer_reconnected = "peer_reconnected"  # a device of `side` came back within the grace
     peer_lost = "peer_lost"  # the grace of `side` expired
     end_by_server = "end_by_server"
+    # a device of `side` came back without the media connections it had (a reloaded page): its
+    # first remote frame no longer counts
+    media_reset = "media_reset"
 
 
 INTENTS = frozenset({InputKind.cancel, InputKind.accept, InputKind.reject, InputKind.hangup,
@@ -176,7 +182,8 @@ class Input:
     milestone: Milestone | None = None
     now_ms: int = 0
     # accept: False when the answering device does not wait for a first remote frame to connect
-    # (CallAPI's firstFrameWaittingDisabled)
+    # (CallAPI's firstFrameWaittingDisabled); media_reset: False when the device chose so on its
+    # call or accept, so that the choice outlives the frame that is forgotten
     wait_first_frame: bool = True
 
 
@@ -287,6 +294,8 @@ _BY_SERVER = Rule(
     to=Phase.ended, end=EndReason.ended_by_server, stamps=("ended",),
     notes=(Note("caller", P, S.endedByServer, None), Note("callee", P, S.endedByServer, None)))
 _MEDIA = Rule(to=None, connect_reasons=(("actor", S.recvRemoteFirstFrame),))
+# No notification: the side's state does not change, it waits for the frame of its new connection.
+_MEDIA_RESET = Rule(to=None)
 
 _LIVE_COMMON: dict[InputKind, Rule] = {
     InputKind.media: _MEDIA,
@@ -319,6 +328,7 @@ TABLE: dict[Phase, dict[InputKind, Rule]] = {
             to=Phase.ended, end=EndReason.recalled, stamps=("ended",),
             notes=(Note("caller", P, S.cancelByCallerRecall, None),
                    Note("callee", P, S.cancelByCallerRecall, None))),
+        InputKind.media_reset: _MEDIA_RESET,
     },
     Phase.accepted: {
         **_LIVE_COMMON,
@@ -326,6 +336,7 @@ TABLE: dict[Phase, dict[InputKind, Rule]] = {
         InputKind.ring_timeout: _TIMEOUT,
         InputKind.delivered: IGNORE,
         InputKind.recalled: IGNORE,
+        InputKind.media_reset: _MEDIA_RESET,
     },
     Phase.connected: {
         **_LIVE_COMMON,
@@ -333,6 +344,7 @@ TABLE: dict[Phase, dict[InputKind, Rule]] = {
         InputKind.ring_timeout: IGNORE,
         InputKind.delivered: IGNORE,
         InputKind.recalled: IGNORE,
+        InputKind.media_reset: IGNORE,  # connected stays connected (CallAPI never goes back)
     },
     Phase.ended: {
         InputKind.ring_timeout: IGNORE,
@@ -341,6 +353,7 @@ TABLE: dict[Phase, dict[InputKind, Rule]] = {
         InputKind.peer_disconnected: IGNORE,
         InputKind.peer_reconnected: IGNORE,
         InputKind.peer_lost: IGNORE,
+        InputKind.media_reset: IGNORE,
     },
 }
 
@@ -381,6 +394,8 @@ def step(call: CallSnapshot, inp: Input) -> Transition:
         return Transition(call)  # already away / already back / came back before the grace ended
     if inp.kind is InputKind.media:
         call = _record_frame(call, actor, inp)
+    if inp.kind is InputKind.media_reset:
+        call = _forget_frame(call, actor, inp)
     return _apply(call, rule, actor, inp)
 
 
@@ -395,7 +410,8 @@ def _actor_side(call: CallSnapshot, inp: Input) -> Side | None:
         if inp.kind is InputKind.media and inp.milestone is None:
             raise RuleViolation("invalid_message", "media needs a milestone")
         return actor
-    if inp.kind in (InputKind.peer_disconnected, InputKind.peer_reconnected, InputKind.peer_lost):
+    if inp.kind in (InputKind.peer_disconnected, InputKind.peer_reconnected, InputKind.peer_lost,
+                    InputKind.media_reset):
         if inp.side is None:
             raise ValueError(f"{inp.kind.value} needs the side concerned")
         return inp.side
@@ -413,6 +429,21 @@ def _record_frame(call: CallSnapshot, actor: Side, inp: Input) -> CallSnapshot:
     if call.callee_device is not None and inp.device_id != call.callee_device:
         return call  # a device that did not answer: its frames do not count
     return replace(call, callee_frame_devices=call.callee_frame_devices | {inp.device_id or ""})
+
+
+def _forget_frame(call: CallSnapshot, side: Side, inp: Input) -> CallSnapshot:
+    """Forget the first remote frame of a device that lost its media connections, unless its side
+    is already connected (its frame did its work) or the device chose not to wait for one."""
+    if not inp.wait_first_frame:
+        return call
+    if side is Side.caller:
+        if call.caller_connected or (call.caller_device is not None
+                                     and inp.device_id != call.caller_device):
+            return call
+        return replace(call, caller_has_frame=False)
+    if call.callee_connected:
+        return call
+    return replace(call, callee_frame_devices=call.callee_frame_devices - {inp.device_id or ""})
 
 
 def _resolve(to: str, actor: Side | None) -> Side:

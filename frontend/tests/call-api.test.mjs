@@ -112,7 +112,7 @@ for (const [label, listener, joinsWhileRinging] of [
     // then
     assert.deepEqual(engine.calls.filter(([name]) => name === "join"),
                      [["join", { role: "callee", callType: "video", credentials: null }]]);
-    assert.deepEqual(socket.sent("accept"), [{ type: "accept", call_id: "c2" }]);
+    assert.deepEqual(socket.sent("accept"), [{ type: "accept", call_id: "c2", costs: { acceptCall: 0 } }]);
   });
 }
 
@@ -193,6 +193,44 @@ test("the first remote frame is reported once with the cost nodes; other milesto
                                                   recvFirstFrame: 170, acceptCall: 1170, connected: 1170 });
 });
 
+test("accept sends the cost nodes measured up to it, in the first frame report's form", async () => {
+  // given: the callee's device captured, joined and saw the caller's picture while ringing
+  const { api, socket, engine, tick } = await makeApi({ user: BOB });
+  socket.replies.accept = { channel: "duet-c13", media: {} };
+  socket.event(state("c13", "calling", "remoteVideoCall"));
+  tick(100.4);
+  engine.emit("localFrame");
+  tick(50);
+  engine.emit("joined");
+  tick(20);
+  engine.emit("firstRemoteFrame", { device: "alice-laptop" });
+  // when the callee answers 1.2 s later
+  tick(1200);
+  await api.accept(1);
+  // then
+  const expected = { captureFirstLocalFrame: 100, localUserJoinChannel: 150, recvFirstFrame: 170,
+                     acceptCall: 1370 };
+  assert.deepEqual(socket.sent("accept"), [{ type: "accept", call_id: "c13", costs: expected }]);
+  assert.deepEqual(socket.sent("media")[0].costs, { captureFirstLocalFrame: 100,
+                                                    localUserJoinChannel: 150, recvFirstFrame: 170 });
+});
+
+test("an accept before any picture sends acceptCall alone; the first frame's report adds its nodes", async () => {
+  // given
+  const { api, socket, engine, tick } = await makeApi({ user: BOB });
+  socket.replies.accept = { channel: "duet-c14", media: {} };
+  socket.event(state("c14", "calling", "remoteVideoCall"));
+  // when
+  tick(800);
+  await api.accept(1);
+  tick(300);
+  engine.emit("firstRemoteFrame", { device: "alice-laptop" });
+  // then
+  assert.deepEqual(socket.sent("accept").map(({ costs }) => costs), [{ acceptCall: 800 }]);
+  assert.deepEqual(socket.sent("media").map(({ costs }) => costs),
+                   [{ acceptCall: 800, recvFirstFrame: 1100 }]);
+});
+
 test("firstFrameWaittingDisabled asks the server not to wait for a first frame, on accept", async () => {
   // given
   const { api, socket } = await makeApi({ user: BOB, prepare: { firstFrameWaittingDisabled: true } });
@@ -202,7 +240,8 @@ test("firstFrameWaittingDisabled asks the server not to wait for a first frame, 
   socket.event(state("c4", "connecting", "localAccepted", { active_device: "bob-web" }));
   socket.event(state("c4", "connected", "localAccepted", { active_device: "bob-web" }));
   // then: no first frame is claimed before one arrives
-  assert.deepEqual(socket.sent("accept"), [{ type: "accept", call_id: "c4", wait_first_frame: false }]);
+  assert.deepEqual(socket.sent("accept"), [{ type: "accept", call_id: "c4", wait_first_frame: false,
+                                             costs: { acceptCall: 0 } }]);
   assert.deepEqual(socket.sent("media"), []);
   assert.equal(api.state, "connected");
 });
@@ -309,6 +348,39 @@ test("a reloaded caller resumes its connected call from hello's active_call and 
   assert.equal(api.getCallId(), "c9");
   assert.deepEqual(seen.filter((line) => line.includes("/")), ["prepared/none", "connected/recvRemoteFirstFrame"]);
   assert.deepEqual(engine.names().slice(1), ["join", "restart", "selectRemote", "reveal"]);
+});
+
+for (const [label, delivered, expected] of [
+  ["a callee device has the call: it rings", true,
+   ["calling/localVideoCall", "event joinRTCStart", "event remoteUserRecvCall"]],
+  ["no callee device has the call yet: it calls", false,
+   ["calling/localVideoCall", "event joinRTCStart"]],
+]) {
+  test(`a caller reloaded while ringing, ${label}`, async () => {
+    // given: the receipt went to the page this one replaced
+    const active = state("c11", "calling", "localVideoCall", { delivered });
+    // when
+    const { api, seen } = await makeApi({
+      hello: { active_call: active, flags: { firstTime: true, pageResume: true } } });
+    // then: the listeners hear what the live remoteUserRecvCall said, with no cost node made up
+    assert.deepEqual(seen.slice(seen.indexOf("calling/localVideoCall")), expected);
+    assert.equal(api.getCallCosts().has("remoteUserRecvCall"), false);
+  });
+}
+
+test("a living page's reconnect does not repeat a receipt it already heard", async () => {
+  // given
+  const { socket, seen } = await makeApi();
+  socket.replies.call = { call_id: "c12", channel: "duet-c12", media: {}, outcome: "ring" };
+  const calling = state("c12", "calling", "localVideoCall");
+  socket.event(calling);
+  socket.event(callEvent("c12", "remoteUserRecvCall"));
+  seen.length = 0;
+  // when: the socket drops and says hello again on the same page
+  socket.hello({ ...HELLO, active_call: { ...calling, info: { ...calling.info, delivered: true } } },
+               { firstTime: false, pageResume: false });
+  // then
+  assert.deepEqual(seen, ["presence 2 online"]);
 });
 
 test("a call that ended while the device was away ends here at the next hello", async () => {

@@ -160,13 +160,18 @@ test("an unauthenticated close stops for good", () => {
   assert.deepEqual(seen.statuses, ["connecting", "unauthenticated"]);
 });
 
-test("a reloaded page marks the events replayed before its first hello reply as stale", () => {
-  // given: the tab handled seq 20 before the reload
+/** A page reloaded in a tab that had handled seq 20: its socket started, its first one open. */
+function openReloadedPage() {
   const storage = new MemoryStorage({ "duet.deviceId": "web-kept", "duet.lastSeq": "20" });
-  const { socket, seen } = makeSocket({ storage });
-  socket.start();
-  const ws = FakeWebSocket.last;
-  ws.open();
+  const parts = makeSocket({ storage });
+  parts.socket.start();
+  FakeWebSocket.last.open();
+  return { ...parts, ws: FakeWebSocket.last };
+}
+
+test("a reloaded page marks the events replayed before its first hello reply as stale", () => {
+  // given
+  const { ws, seen } = openReloadedPage();
   // when
   ws.serverSends({ type: "event", seq: 21, name: "call.signal", call_id: "c1" });
   answerHello(ws, { ...HELLO_DATA, seq: 21 });
@@ -176,6 +181,22 @@ test("a reloaded page marks the events replayed before its first hello reply as 
   assert.equal(ws.frames("hello")[0].last_seq, 20);
   assert.deepEqual(seen.events.map(([event, flags]) => [event.seq, flags.stale]), [[21, true], [22, false]]);
   assert.deepEqual(seen.hellos.map(([, flags]) => flags), [{ firstTime: true, pageResume: true }]);
+});
+
+test("only a reloaded page's first hello says media_reset, not its later reconnects", () => {
+  // given
+  const { ws: first, clock } = openReloadedPage();
+  answerHello(first, { ...HELLO_DATA, seq: 20 });
+  // when the living page's socket drops and comes back
+  first.close(1006);
+  clock.advance(RECONNECT_FIRST_MS);
+  const second = FakeWebSocket.last;
+  second.open();
+  // then
+  assert.deepEqual(first.frames("hello").map(({ id, ...rest }) => rest),
+                   [{ type: "hello", device_id: "web-kept", last_seq: 20, media_reset: true }]);
+  assert.deepEqual(second.frames("hello").map(({ id, ...rest }) => rest),
+                   [{ type: "hello", device_id: "web-kept", last_seq: 20 }]);
 });
 
 test("events replayed after a drop on a living page are not stale", () => {

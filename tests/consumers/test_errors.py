@@ -88,6 +88,29 @@ async def test_malformed_frames_get_an_error_and_change_nothing(pair, raw, code)
     await b.assert_silent()
 
 
+@pytest.mark.parametrize("value", ["yes", 1, [True]], ids=["string", "number", "list"])
+async def test_a_hello_with_a_mistyped_media_reset_is_refused_and_changes_nothing(pair, value):
+    # given alice's device saw bob's picture while the call rings
+    a, b = pair
+    call_id = (await a.ok("call", to=b.user.pk, call_type="video"))["call_id"]
+    await a.ok("media", call_id=call_id, milestone="first_remote_frame")
+    await b.take_events(2)
+    await a.take_events(3)
+    again = await Device.open(a.user, a.device_id, hello=False)
+    before = await snapshot()
+    # when a new socket of that device says hello with a media_reset that is no boolean
+    reply = await again.request("hello", device_id=a.device_id, last_seq=a.handled_seq,
+                                media_reset=value)
+    # then it is refused, the device's frame still counts, and the socket still needs a hello
+    assert (reply["ok"], reply["error"]["code"]) == (False, "invalid_message")
+    assert reply["error"]["message"] == "'media_reset' must be true or false"
+    assert await snapshot() == before
+    assert await again.error("token", call_id=call_id) == "hello_required"
+    await a.assert_silent()
+    await b.assert_silent()
+    await again.close()
+
+
 async def test_calling_an_unknown_user_is_not_found(pair):
     a, _ = pair
     before = await snapshot()

@@ -123,6 +123,40 @@ async def test_a_call_that_waits_for_no_first_frame_connects_at_the_accept(opene
     assert [payload.get("wait_first_frame") for _, payload in timeline] == [False, False]
 
 
+ACCEPTED_BY_BOB = [("state", "connecting", "remoteAccepted"), ("event", "remoteAccepted")]
+
+
+@pytest.mark.parametrize(("media_reset", "alice_at_accept"), [
+    pytest.param(True, ACCEPTED_BY_BOB, id="reloaded-page-waits-for-a-frame-of-its-own"),
+    pytest.param(None, ACCEPTED_BY_BOB + [("state", "connected", "remoteAccepted")],
+                 id="living-page-back-keeps-its-frame"),
+])
+async def test_a_caller_back_while_ringing_counts_only_frames_of_its_page(
+        opened, alice, bob, media_reset, alice_at_accept):
+    # given alice's tab saw bob's picture while ringing, then left and came back on the same device
+    a = await opened(alice, device_id="alice-tab")
+    b = await opened(bob)
+    call_id = await ring(a, b, bob)
+    await a.ok("media", call_id=call_id, milestone="first_remote_frame")
+    await a.close()
+    back = await opened(alice, device_id="alice-tab", last_seq=a.handled_seq,
+                        media_reset=media_reset)
+    assert summary(await b.take_events(2)) == [("event", "remoteReconnecting"),
+                                              ("event", "remoteReconnected")]
+    # when bob accepts
+    await b.ok("accept", call_id=call_id)
+    # then a reloaded page is connecting only, a living one connected by its earlier frame
+    assert summary(await back.take_events(len(alice_at_accept))) == alice_at_accept
+    await back.assert_silent()
+    if media_reset:
+        # when the reloaded page sees a frame of its own
+        await back.ok("media", call_id=call_id, milestone="first_remote_frame")
+        # then
+        assert summary(await back.take_events(1)) == [
+            ("state", "connected", "recvRemoteFirstFrame")]
+    assert (await call_row(call_id)).caller_connected is True
+
+
 async def test_audio_call_uses_audio_reasons(opened, alice, bob):
     a, b = await opened(alice), await opened(bob)
     call_id = await ring(a, b, bob, call_type="audio")

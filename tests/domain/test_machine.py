@@ -53,12 +53,14 @@ DEVICE_OF = {CALLER: CALLER_DEVICE, CALLEE: CALLEE_DEVICE, None: STRANGER_DEVICE
 
 def table_input(kind: InputKind, side: Side | None) -> Input:
     """The input of one table row: intents by that side's device (media: its first remote frame),
-    peer inputs about that side, server inputs carrying the side (which they ignore); the ring
-    timer fires at the deadline."""
+    peer inputs about that side, a media reset by that side's device, server inputs carrying the
+    side (which they ignore); the ring timer fires at the deadline."""
     if kind in INTENT_KINDS:
         milestone = Milestone.first_remote_frame if kind is InputKind.media else None
         return Input(kind, user_id=USER_OF[side], device_id=DEVICE_OF[side], milestone=milestone,
                      now_ms=NOW_MS)
+    if kind is InputKind.media_reset:
+        return Input(kind, side=side, device_id=DEVICE_OF[side], now_ms=NOW_MS)
     now_ms = DEADLINE_MS if kind is InputKind.ring_timeout else NOW_MS
     return Input(kind, side=side, now_ms=now_ms)
 
@@ -182,6 +184,13 @@ EXPECTED = {
         SendState(CALLER, P, R.endedByServer, None, ALL),
         SendState(CALLEE, P, R.endedByServer, None, ALL),
         StopRingTimer()))),
+    # a reloaded page's frame is forgotten, silently: its side waits for its new connection's
+    (RG, K.media_reset, CALLER): Applies({"caller_has_frame": False},
+                                         given={"caller_has_frame": True}),
+    (RG, K.media_reset, CALLEE): Applies(
+        {"callee_frame_devices": frozenset({OTHER_CALLEE_DEVICE})},
+        given={"callee_frame_devices": frozenset({CALLEE_DEVICE, OTHER_CALLEE_DEVICE})}),
+    (RG, K.media_reset, None): NO_SIDE,
 
     # ---- accepted: only the answering callee device hears about the call (ACTIVE)
     (AC, K.cancel, CALLER): MISMATCH,
@@ -247,6 +256,12 @@ EXPECTED = {
         SendState(CALLER, P, R.endedByServer, None, ALL),
         SendState(CALLEE, P, R.endedByServer, None, ACTIVE),
         StopRingTimer()))),
+    # a side that is connected stays so: its frame did its work
+    (AC, K.media_reset, CALLER): Applies(given={"caller_has_frame": True,
+                                                "caller_connected": True}),
+    (AC, K.media_reset, CALLEE): Applies(given={"callee_frame_devices": frozenset({CALLEE_DEVICE}),
+                                                "callee_connected": True}),
+    (AC, K.media_reset, None): NO_SIDE,
 
     # ---- connected: as accepted, but the ring timer is already stopped
     (CO, K.cancel, CALLER): MISMATCH,
@@ -298,6 +313,9 @@ EXPECTED = {
         Stamp("ended"),
         SendState(CALLER, P, R.endedByServer, None, ALL),
         SendState(CALLEE, P, R.endedByServer, None, ACTIVE)))),
+    (CO, K.media_reset, CALLER): UNCHANGED,
+    (CO, K.media_reset, CALLEE): UNCHANGED,
+    (CO, K.media_reset, None): NO_SIDE,
 
     # ---- ended: intents are too late, server inputs no longer apply
     (EN, K.cancel, CALLER): MISMATCH,
@@ -328,6 +346,9 @@ EXPECTED = {
     (EN, K.peer_lost, CALLEE): Applies(given=away(CALLEE)),
     (EN, K.peer_lost, None): NO_SIDE,
     **any_side(EN, K.end_by_server, MISMATCH),
+    (EN, K.media_reset, CALLER): UNCHANGED,
+    (EN, K.media_reset, CALLEE): UNCHANGED,
+    (EN, K.media_reset, None): NO_SIDE,
 }
 
 ALL_COMBINATIONS = list(itertools.product(Phase, InputKind, SIDES))
@@ -378,7 +399,7 @@ def test_the_expectation_table_has_one_row_per_combination():
     # when
     rows = len(EXPECTED)
     # then
-    assert rows == phases * kinds * len(SIDES) == 4 * 12 * 3
+    assert rows == phases * kinds * len(SIDES) == 4 * 13 * 3
 
 
 # ---- dialing --------------------------------------------------------------------------------
@@ -837,6 +858,71 @@ def test_a_media_report_without_a_milestone_is_an_invalid_message():
                              now_ms=NOW_MS))
     # then
     assert raised.value.code == "invalid_message"
+
+
+# ---- a device that lost its media connections (a reloaded page) -----------------------------
+
+
+def media_reset(call: CallSnapshot, side: Side, device_id: str, *,
+                wait_first_frame: bool = True) -> Transition:
+    return step(call, Input(InputKind.media_reset, side=side, device_id=device_id, now_ms=NOW_MS,
+                            wait_first_frame=wait_first_frame))
+
+
+def test_a_caller_reloaded_while_ringing_connects_on_its_new_frame_not_at_the_accept():
+    # given the caller's page saw a remote frame while ringing, then was reloaded
+    seen = frame(RINGING, CALLER, CALLER_DEVICE).call
+    reloaded = media_reset(seen, CALLER, CALLER_DEVICE)
+    # when the callee accepts
+    accepted = accept(reloaded.call)
+    # then the caller is connecting only
+    assert reloaded == Transition(RINGING)
+    assert accepted == Transition(
+        replace(RINGING, phase=Phase.accepted, delivered=True, callee_device=CALLEE_DEVICE),
+        (Stamp("delivered"), SendEvent(CALLER, E.remoteUserRecvCall, ALL)) + ACCEPT_NOTES)
+    # when the new page's connection shows the first frame
+    connected = frame(accepted.call, CALLER, CALLER_DEVICE)
+    # then that frame connects the caller
+    assert connected == Transition(
+        replace(accepted.call, caller_has_frame=True, caller_connected=True), (
+            Stamp("caller_connected"),
+            SendState(CALLER, CallState.connected, R.recvRemoteFirstFrame, None, ALL)))
+
+
+def test_a_callee_device_reloaded_while_ringing_is_not_connected_at_its_accept():
+    # given the callee's phone saw a remote frame while ringing, then its page was reloaded
+    seen = frame(RINGING, CALLEE, CALLEE_DEVICE).call
+    reloaded = media_reset(seen, CALLEE, CALLEE_DEVICE).call
+    # when the callee accepts on that phone
+    transition = accept(reloaded)
+    # then
+    assert transition == Transition(
+        replace(RINGING, phase=Phase.accepted, delivered=True, callee_device=CALLEE_DEVICE),
+        (Stamp("delivered"), SendEvent(CALLER, E.remoteUserRecvCall, ALL)) + ACCEPT_NOTES)
+
+
+@pytest.mark.parametrize(("side", "device_id"), [
+    pytest.param(CALLER, OTHER_CALLER_DEVICE, id="caller-device-that-did-not-dial"),
+    pytest.param(CALLEE, OTHER_CALLEE_DEVICE, id="callee-device-without-a-frame"),
+])
+def test_a_reset_of_a_device_whose_frame_does_not_count_changes_nothing(side, device_id):
+    # given both sides' counting devices saw a frame while ringing
+    call = replace(RINGING, caller_has_frame=True, callee_frame_devices=frozenset({CALLEE_DEVICE}))
+    # when
+    transition = media_reset(call, side, device_id)
+    # then
+    assert transition == Transition(call)
+
+
+def test_a_caller_who_dialed_without_waiting_for_a_frame_keeps_that_choice_after_a_reset():
+    # given alice dialed without waiting for a first frame, and her page was reloaded
+    created = dial(wait_first_frame=False).created.call
+    reloaded = media_reset(created, CALLER, CALLER_DEVICE, wait_first_frame=False)
+    # when bob accepts
+    transition = accept(reloaded.call)
+    # then alice is still connected at the accept
+    assert reloaded == Transition(created)
+    assert transition.call.caller_connected is True
 
 
 # ---- after the end --------------------------------------------------------------------------

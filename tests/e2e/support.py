@@ -37,6 +37,15 @@ SHOWN_STATE_JS = """() => {
   return {state: app.dataset.callState ?? null, reason: app.dataset.callReason ?? null};
 }"""
 
+# Holds every message the server sends to the page until releaseMessages(): a slow downlink.
+HOLD_INCOMING_JS = """() => {
+  const ws = duet.api.socket.ws;
+  const deliver = ws.onmessage;
+  window.heldMessages = [];
+  ws.onmessage = (message) => { if (window.heldMessages) heldMessages.push(message); else deliver(message); };
+  window.releaseMessages = () => { const held = heldMessages; window.heldMessages = null; held.forEach(deliver); };
+}"""
+
 COSTS_JS = """() => {
   const costs = duet.api.getCallCosts();
   return {start: costs.at("start"), marks: Object.fromEntries(costs.marks)};
@@ -67,6 +76,11 @@ class Person:
     def close(self) -> None:
         self.context.close()
 
+    def reload(self) -> None:
+        """Reload the page (the same tab: the same device) and wait until it said hello."""
+        self.page.reload()
+        self.wait_ready()
+
     # ---- actions -------------------------------------------------------------------------------
 
     def person_row(self, display_name: str):
@@ -84,6 +98,14 @@ class Person:
         self.page.wait_for_function(
             "duet.api.getCallCosts().has('recvFirstFrame') && duet.api.socket.pending.size === 0",
             timeout=STEP_MS)
+
+    def hold_incoming_messages(self) -> None:
+        """From now on the page hears nothing from the server (it acknowledges nothing either)
+        until :meth:`release_incoming_messages`; what it sends still goes out."""
+        self.page.evaluate(HOLD_INCOMING_JS)
+
+    def release_incoming_messages(self) -> None:
+        self.page.evaluate("releaseMessages()")
 
     def peer_connection_count(self) -> int:
         return self.page.evaluate("duet.api.getMediaEngine().peerConnections().length")

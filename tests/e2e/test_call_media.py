@@ -23,6 +23,12 @@ AUDIO_FLOWING_JS = """() => new Promise((resolve) => {
     again();
   });
 })"""
+# Whether the page holds the reply to its accept (see Person.hold_incoming_messages): the server
+# has committed the accept and sent its events.
+HELD_ACCEPT_REPLY_JS = """() => heldMessages.some((message) => {
+  const frame = JSON.parse(message.data);
+  return frame.type === "reply" && frame.ok && frame.data?.channel !== undefined;
+})"""
 
 
 def test_audio_call_sends_no_video_and_audio_flows(users, open_person):
@@ -105,8 +111,7 @@ def test_reloading_the_page_mid_call_resumes_the_call(users, open_person):
     alice.expect_state("connected")
     device_before = bob.page.evaluate("sessionStorage.getItem('duet.deviceId')")
     # when
-    bob.page.reload()
-    bob.wait_ready()
+    bob.reload()
     # then
     bob.expect_state("connected")
     expect(bob.page.locator("#call-view")).to_be_visible()
@@ -148,21 +153,34 @@ def test_callee_signed_in_twice_the_other_tab_hears_answered_elsewhere(users, op
     bob_laptop.expect_state("prepared", "remoteHangup")
 
 
-def test_the_caller_reloading_while_the_callee_rings_resumes_the_call(users, open_person):
-    # given: bob's device rings and has alice's picture (media negotiated while ringing)
-    alice = open_person(users.alice)
-    bob = open_person(users.bob)
+def ring_with_both_pictures(alice, bob, users) -> None:
+    """alice calls bob; while it rings, each page has the other's picture (media negotiated while
+    ringing)."""
     alice.call(users.bob, "video")
     bob.expect_state("calling", "remoteVideoCall")
     alice.wait_for_first_remote_frame()
     bob.wait_for_first_remote_frame()
+
+
+def reload_the_calling_page(caller) -> None:
+    """The caller reloads the page while its call rings: the new page resumes the outgoing call
+    from hello's active_call."""
+    caller.reload()
+    caller.expect_state("calling", "localVideoCall")
+    expect(caller.page.locator("#outgoing")).to_be_visible()
+
+
+def test_the_caller_reloading_while_the_callee_rings_resumes_the_call(users, open_person):
+    # given: bob's device rings and has alice's picture
+    alice = open_person(users.alice)
+    bob = open_person(users.bob)
+    ring_with_both_pictures(alice, bob, users)
     call_id = alice.page.evaluate("duet.api.getCallId()")
     # when
-    alice.page.reload()
-    alice.wait_ready()
-    # then: the reloaded page resumes the outgoing call from hello's active_call
-    alice.expect_state("calling", "localVideoCall")
-    expect(alice.page.locator("#outgoing")).to_be_visible()
+    reload_the_calling_page(alice)
+    # then: it rings there (bob's device had acknowledged the call to the page it replaced)
+    expect(alice.page.locator("#outgoing-status")).to_have_text("Ringing…")
+    expect(alice.page.locator("#outgoing")).to_have_attribute("data-ringing", "true")
     assert alice.page.evaluate("duet.api.getCallId()") == call_id
     bob.expect_state("calling", "remoteVideoCall")
     expect(bob.page.locator("#incoming")).to_be_visible()
@@ -177,6 +195,62 @@ def test_the_caller_reloading_while_the_callee_rings_resumes_the_call(users, ope
     assert bob.peer_connection_count() == 1
     expect(alice.page.locator("#outgoing")).to_be_hidden()
     expect(bob.page.locator("#incoming")).to_be_hidden()
+    # when
+    alice.click("#hangup")
+    # then
+    alice.expect_state("prepared", "localHangup")
+    bob.expect_state("prepared", "remoteHangup")
+
+
+def test_a_caller_reloaded_before_the_callee_has_the_call_shows_calling_then_ringing(
+        users, open_person):
+    # given: bob's page hears nothing from the server, so no device of his acknowledges the call
+    alice = open_person(users.alice)
+    bob = open_person(users.bob)
+    bob.hold_incoming_messages()
+    alice.call(users.bob, "video")
+    alice.expect_state("calling", "localVideoCall")
+    # when
+    reload_the_calling_page(alice)
+    # then: it calls; it does not claim that bob's device rings
+    expect(alice.page.locator("#outgoing-status")).to_have_text("Calling…")
+    expect(alice.page.locator("#outgoing")).not_to_have_attribute("data-ringing", "true")
+    # when bob's page hears the call
+    bob.release_incoming_messages()
+    # then it rings there, and the reloaded page hears the receipt live
+    bob.expect_state("calling", "remoteVideoCall")
+    expect(alice.page.locator("#outgoing-status")).to_have_text("Ringing…")
+    # when
+    alice.click("#cancel")
+    # then
+    alice.expect_state("prepared", "localCancelled")
+    bob.expect_state("prepared", "remoteCancelled")
+
+
+def test_a_caller_reloaded_while_ringing_connects_only_on_a_frame_of_its_new_page(
+        users, open_person):
+    # given: both pages had each other's picture while ringing; then bob's page stops hearing the
+    # server, so it cannot answer alice's reloaded page, which asks for a new connection
+    alice = open_person(users.alice)
+    bob = open_person(users.bob)
+    ring_with_both_pictures(alice, bob, users)
+    bob.hold_incoming_messages()
+    reload_the_calling_page(alice)
+    # when bob accepts before alice's new page has a picture
+    bob.click("#accept")
+    bob.page.wait_for_function(HELD_ACCEPT_REPLY_JS, timeout=STEP_MS)
+    # then alice is connecting: her old page's frame does not count for the new one
+    alice.expect_state("connecting", "remoteAccepted")
+    assert alice.page.evaluate("duet.api.getCallCosts().has('recvFirstFrame')") is False
+    # when bob's page hears the server again and connects to alice's new page
+    bob.release_incoming_messages()
+    # then the first frame of alice's new page is what connects her
+    alice.expect_state("connected", "recvRemoteFirstFrame")
+    marks = alice.costs()["marks"]
+    assert marks["recvFirstFrame"] <= marks["connected"]
+    bob.expect_state("connected", "localAccepted")
+    assert alice.remote_video_decoding() is True
+    assert bob.remote_video_decoding() is True
     # when
     alice.click("#hangup")
     # then

@@ -28,14 +28,6 @@ CLICK_CALL_AT_JS = """([name, callType, at]) => {
   const button = document.querySelector(`.person[data-name="${name}"] button[data-call-type="${callType}"]`);
   setTimeout(() => button.click(), at - Date.now());
 }"""
-# Holds every message the server sends to this page until releaseMessages(): a slow downlink.
-HOLD_INCOMING_JS = """() => {
-  const ws = duet.api.socket.ws;
-  const deliver = ws.onmessage;
-  window.heldMessages = [];
-  ws.onmessage = (message) => { if (window.heldMessages) heldMessages.push(message); else deliver(message); };
-  window.releaseMessages = () => { const held = heldMessages; window.heldMessages = null; held.forEach(deliver); };
-}"""
 HELD_GLARE_REPLY_JS = """() => heldMessages.some((message) => {
   const frame = JSON.parse(message.data);
   return frame.type === "reply" && frame.data?.outcome === "glare";
@@ -89,14 +81,14 @@ def test_a_call_crossing_one_that_already_rings_connects_both(users, open_person
     bob = open_person(users.bob)
     for person in (alice, bob):
         person.page.evaluate(RECORD_CALL_REPLIES_JS)
-    bob.page.evaluate(HOLD_INCOMING_JS)
+    bob.hold_incoming_messages()
     # when: alice's call rings first, then bob, not knowing, calls her
     alice.call(users.bob, "video")
     alice.expect_state("calling", "localVideoCall")
     bob.call(users.alice, "video")
     bob.page.wait_for_function(HELD_GLARE_REPLY_JS, timeout=STEP_MS)
     bob.expect_state("prepared")
-    bob.page.evaluate("releaseMessages()")
+    bob.release_incoming_messages()
     # then
     expect_one_connected_call(alice, bob)
     assert call_replies(alice)[0]["outcome"] == "ring"

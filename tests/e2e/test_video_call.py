@@ -48,6 +48,13 @@ def test_video_call_shows_frames_both_ways_and_the_caller_hangs_up(users, open_p
     assert alice.remote_video_size()["width"] > 0
     assert bob.remote_video_size()["width"] > 0
     assert alice.page.evaluate(CAMERA_SETTINGS_JS) == {"width": 640, "height": 360, "frameRate": 15}
+    # bob's cost nodes up to his accept went with it (his picture came first, so no later report
+    # carries acceptCall): the server returned them in both sides' connected state
+    bob_costs = bob.page.evaluate("duet.api.getCallCosts().toJSON()")
+    for person in (alice, bob):
+        stored = person.page.evaluate("duet.api.getCallInfo().costs.client.callee")
+        assert stored == {node: bob_costs[node] for node in stored}, person.username
+        assert stored.get("acceptCall") == bob_costs["acceptCall"], person.username
     print_timings("video call", timings)
     # when
     alice.click("#hangup")

@@ -460,6 +460,98 @@ def test_client_costs_merge_per_side_and_travel_in_the_connected_event(pair):
     assert call.phase == "connected"
 
 
+# ---- a device that lost its media connections (a reloaded page) -----------------------------
+
+
+def report_frame(user, device_id: str, call_id: str, *, now) -> None:
+    services.call_report_media(user=user, device_id=device_id, call_id=call_id,
+                               milestone=Milestone.first_remote_frame, now=now)
+
+
+@pytest.mark.parametrize("side", ["caller", "callee"])
+def test_a_media_reset_forgets_the_devices_frame_until_its_new_page_sees_one(pair, side):
+    # given both sides' devices saw a remote frame while the call rang
+    alice, bob = pair
+    t0 = start_time()
+    call = dial(alice, bob, now=t0).call
+    report_frame(alice, "alice-laptop", call.call_id, now=t0 + timedelta(seconds=1))
+    report_frame(bob, "bob-phone", call.call_id, now=t0 + timedelta(seconds=1))
+    user, device = (alice, "alice-laptop") if side == "caller" else (bob, "bob-phone")
+    seqs = (seq_of(alice), seq_of(bob))
+    # when that side's page is reloaded: its hello says media_reset
+    services.call_media_reset(user=user, device_id=device, now=t0 + timedelta(seconds=2))
+    # then its frame no longer counts; the timeline says why, and nobody is told anything
+    call.refresh_from_db()
+    assert (call.caller_has_frame, call.callee_frame_devices) == (
+        (False, ["bob-phone"]) if side == "caller" else (True, []))
+    assert list(CallEvent.objects.filter(call=call, kind="media_reset").values_list(
+        "actor_id", "device_id")) == [(user.pk, device)]
+    assert (seq_of(alice), seq_of(bob)) == seqs
+    # when bob accepts
+    services.call_accept(user=bob, device_id="bob-phone", call_id=call.call_id,
+                         now=t0 + timedelta(seconds=3))
+    # then only the other side is connected at the accept
+    call.refresh_from_db()
+    assert (call.phase, call.caller_connected, call.callee_connected) == (
+        "accepted", side != "caller", side != "callee")
+    # when the reloaded page sees its first frame
+    report_frame(user, device, call.call_id, now=t0 + timedelta(seconds=4))
+    # then that frame connects its side, and the call
+    call.refresh_from_db()
+    connected = UserEvent.objects.filter(user=user, frame__state="connected").get()
+    assert (connected.frame["reason"], call.phase) == ("recvRemoteFirstFrame", "connected")
+    assert call.connected_at == t0 + timedelta(seconds=4)
+
+
+def no_live_call(alice, bob, t0):
+    return alice, "alice-laptop"
+
+
+def dialed_without_waiting_for_a_frame(alice, bob, t0):
+    services.call_start(caller=alice, device_id="alice-laptop", callee_id=bob.pk,
+                        call_type=CallType.video, wait_first_frame=False, now=t0)
+    return alice, "alice-laptop"
+
+
+def frame_from_a_device_that_did_not_dial(alice, bob, t0):
+    call = dial(alice, bob, now=t0).call
+    report_frame(alice, "alice-laptop", call.call_id, now=t0)
+    return alice, "alice-phone"
+
+
+def callee_device_already_connected(alice, bob, t0):
+    call = dial(alice, bob, now=t0).call
+    report_frame(bob, "bob-phone", call.call_id, now=t0)
+    services.call_accept(user=bob, device_id="bob-phone", call_id=call.call_id, now=t0)
+    return bob, "bob-phone"
+
+
+def call_connected(alice, bob, t0):
+    call = dial(alice, bob, now=t0).call
+    connect_call(call.call_id, alice, bob, now=t0)
+    return alice, "alice-laptop"
+
+
+@pytest.mark.parametrize("given", [
+    no_live_call, dialed_without_waiting_for_a_frame, frame_from_a_device_that_did_not_dial,
+    callee_device_already_connected, call_connected,
+], ids=lambda given: given.__name__.replace("_", "-"))
+def test_a_media_reset_with_no_frame_to_forget_writes_nothing(pair, given):
+    # given
+    alice, bob = pair
+    t0 = start_time()
+    user, device = given(alice, bob, t0)
+    before = world()
+    calls = list(CallSession.objects.values_list("caller_has_frame", "callee_frame_devices",
+                                                 "caller_connected", "callee_connected"))
+    # when
+    services.call_media_reset(user=user, device_id=device, now=t0 + timedelta(seconds=1))
+    # then
+    assert world() == before
+    assert list(CallSession.objects.values_list("caller_has_frame", "callee_frame_devices",
+                                                "caller_connected", "callee_connected")) == calls
+
+
 # ---- signal relay ---------------------------------------------------------------------------
 
 

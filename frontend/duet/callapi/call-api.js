@@ -159,8 +159,11 @@ export class CallApi {
   async accept(remoteUserId) {
     const session = this.session;
     session.costs.mark(CostNode.acceptCall);
+    // The cost nodes so far travel with the accept, as with the first frame's `media` report:
+    // when the picture came first, acceptCall has no later report to ride on.
+    const fields = { ...this._firstFrameFields(), costs: session.costs.toJSON() };
     // The frame goes first: joining the media (camera, connection) takes this thread tens of ms.
-    const accepting = this._request("accept", this._firstFrameFields());
+    const accepting = this._request("accept", fields);
     if (!session.mediaJoined) { // canJoinRtcOnCalling said no: join now, with the accept's credentials
       this.media.join({ fetchCredentials: () => accepting.then((reply) => reply.media) });
     }

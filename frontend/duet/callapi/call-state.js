@@ -105,6 +105,12 @@ export class CallState {
     }
     this.set(state, reason, event.event_reason ?? "", info);
     this.media.onState(state, info, { resume, isNewCall });
+    if (resume && state === CallStateType.calling && session.role === "caller" && info.delivered === true) {
+      // A callee device has the call, and its receipt (remoteUserRecvCall) went to the page this
+      // one replaced: the listeners hear it again, so a reloaded caller shows "ringing". No cost
+      // node: this session started at the resume, so its time would say nothing.
+      this.notify("onCallEventChanged", CallEvent.remoteUserRecvCall, "");
+    }
     if (state === CallStateType.connected) {
       this.notify("onCallConnected", info.channel, info.caller?.id, this.userId(), Date.now());
     }

@@ -146,6 +146,9 @@ export class CallSocket {
     this.pageResume = this.resuming && !this.everReady;
     const frame = { id: this.helloId, type: "hello", device_id: this.memory.deviceId };
     if (this.resuming) frame.last_seq = this.memory.lastSeq;
+    // The server forgets the first remote frames this device reported: they came through
+    // connections of the previous page, and the call must connect on what this page sees.
+    if (this.pageResume) frame.media_reset = true;
     if (this.watch) frame.watch = this.watch;
     ws.send(JSON.stringify(frame));
   }
