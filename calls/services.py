@@ -284,7 +284,7 @@ def _apply(*, call: CallSession, before: CallSnapshot | None, transition: Transi
                                       payload=_notified_payload(effect, only, exclude)))
         elif isinstance(effect, StartRingTimer):
             deadline = from_ms(effect.deadline_ms)
-            transaction.on_commit(lambda cid=call.call_id, at=deadline: schedule_ring_timeout(cid, at))
+            outbox.after_publish(lambda cid=call.call_id, at=deadline: schedule_ring_timeout(cid, at))
         elif isinstance(effect, StopRingTimer):
             pass  # the timer task finds the call settled and does nothing
     if before is not None and before.phase.is_live and not snap.phase.is_live:
@@ -310,7 +310,7 @@ def _release(call: CallSession, profiles: dict[int, Profile], outbox: Outbox) ->
         if profile.active_call_id == call.pk:
             profile.active_call = None
             outbox.touch(profile, "active_call")
-    _announce_presence(call, busy=False)
+    _announce_presence(call, outbox, busy=False)
 
 
 def _occupy(call: CallSession, profiles: dict[int, Profile], outbox: Outbox) -> None:
@@ -318,16 +318,16 @@ def _occupy(call: CallSession, profiles: dict[int, Profile], outbox: Outbox) -> 
         profile = profiles[user_id]
         profile.active_call = call
         outbox.touch(profile, "active_call")
-    _announce_presence(call, busy=True)
+    _announce_presence(call, outbox, busy=True)
 
 
-def _announce_presence(call: CallSession, *, busy: bool) -> None:
+def _announce_presence(call: CallSession, outbox: Outbox, *, busy: bool) -> None:
     from calls.devices import presence_publish
 
     users = [call.caller_id, call.callee_id]
     # Both are busy once the call is theirs: no need to ask the database.
     known = {user_id: "busy" for user_id in users} if busy else None
-    transaction.on_commit(lambda: presence_publish(user_ids=users, known=known))
+    outbox.after_publish(lambda: presence_publish(user_ids=users, known=known))
 
 
 def _save(call: CallSession, changed: set[str]) -> None:

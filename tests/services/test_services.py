@@ -302,6 +302,30 @@ def test_dial_schedules_the_ring_timer_at_the_deadline_after_commit(
 
 
 @requires_redis_broker
+def test_the_dial_publishes_its_events_before_it_schedules_the_timer_and_presence(
+        pair, monkeypatch, django_capture_on_commit_callbacks):
+    # given the real publish, ring-timer and presence functions, each noting when it ran
+    from calls import events
+
+    alice, bob = pair
+    order = []
+    for module, name in ((events, "publish"), (services, "schedule_ring_timeout"),
+                         (devices, "presence_publish")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: (
+            order.append(_name), _real(*a, **k))[1])
+    # when alice calls bob and the transaction commits
+    with django_capture_on_commit_callbacks(execute=True):
+        call = dial(alice, bob, now=start_time()).call
+    # then the invite went out first: the broker and presence work never delays it
+    try:
+        assert order[0] == "publish"
+        assert sorted(order[1:]) == ["presence_publish", "schedule_ring_timeout"]
+    finally:
+        drop_ring_timers(call.call_id)
+
+
+@requires_redis_broker
 def test_ring_timer_fired_early_rearms_and_changes_nothing_else(
         pair, django_capture_on_commit_callbacks):
     # given a ringing call whose timer was already taken off the queue
