@@ -49,6 +49,32 @@ def insert(model: type[models.Model], names: tuple[str, ...], rows: list[models.
 
 
 @lru_cache(maxsize=None)
+def _create_parts(model: type[models.Model], vendor: str) -> tuple[tuple[str, ...], str]:
+    names = tuple(field.name for field in model._meta.concrete_fields
+                  if field is not model._meta.auto_field)
+    returning = f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
+    return names, _insert_sql(model, names, 1, vendor) + returning
+
+
+def create(instance: models.Model) -> None:
+    """INSERT a new ``instance`` with every field, as ``save()`` does for one without a primary
+    key, and set the key the database gave it (PostgreSQL and SQLite 3.35+ both return it).
+
+    For models without ``pre_save`` work (no ``auto_now`` fields) and without ``post_save``
+    receivers that the caller needs: the point is to skip both.
+    """
+    model = type(instance)
+    names, sql = _create_parts(model, connection.vendor)
+    params = [field.get_db_prep_save(getattr(instance, field.attname), connection)
+              for field in _fields(model, names)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        instance.pk = cursor.fetchone()[0]
+    instance._state.adding = False
+    instance._state.db = connection.alias
+
+
+@lru_cache(maxsize=None)
 def _update_sql(model: type[models.Model], names: tuple[str, ...], guard: str | None,
                 vendor: str) -> str:
     quote = connection.ops.quote_name

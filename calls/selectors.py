@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -24,8 +26,27 @@ def presence_cutoff(now: datetime) -> datetime:
 
 
 def is_online(user_id: int, *, now: datetime | None = None) -> bool:
+    """Whether a device of ``user_id`` has a fresh heartbeat.
+
+    Plain SQL: every dial and every hello asks, and the ORM's ``exists()`` spent about 0.6 ms
+    building this statement each time, four times the query itself (docs/benchmarks.md).
+    """
     now = now or timezone.now()
-    return Connection.objects.filter(user_id=user_id, seen_at__gte=presence_cutoff(now)).exists()
+    cutoff = _SEEN_AT.get_db_prep_value(presence_cutoff(now), connection)
+    with connection.cursor() as cursor:
+        cursor.execute(_is_online_sql(connection.vendor), [user_id, cutoff])
+        return cursor.fetchone() is not None
+
+
+_SEEN_AT = Connection._meta.get_field("seen_at")
+
+
+@lru_cache(maxsize=None)
+def _is_online_sql(vendor: str) -> str:
+    quote = connection.ops.quote_name
+    return (f"SELECT 1 FROM {quote(Connection._meta.db_table)} "
+            f"WHERE {quote(Connection._meta.get_field('user').column)} = %s "
+            f"AND {quote(_SEEN_AT.column)} >= %s LIMIT 1")
 
 
 def events_after(*, user_id: int, device_id: str, after_seq: int, now: datetime | None = None,

@@ -427,7 +427,7 @@ def _create_call(created: Transition, *, profiles, outbox, now, device_id, exten
         channel=f"duet-{call_id}", timeout_ms=timeout_ms,
         deadline_at=now + timedelta(milliseconds=timeout_ms), created_at=now)
     _write_snapshot(call, snap)
-    call.save()
+    rows.create(call)
     if snap.phase.is_live:
         _occupy(call, profiles, outbox)
     _apply(call=call, before=None, transition=created, profiles=profiles, outbox=outbox, now=now,

@@ -35,6 +35,24 @@ def test_insert_stores_json_datetimes_and_foreign_keys_as_the_orm_reads_them(ali
                       (at, None, "", "notified", {})]
 
 
+def test_create_stores_every_field_as_save_does_and_reads_back_the_key(alice, bob):
+    by_orm = make_call(alice, bob)
+    fields = {field.attname: getattr(by_orm, field.attname)
+              for field in CallSession._meta.concrete_fields if not field.primary_key}
+    fields["call_id"] = "d" * 32
+    by_sql = CallSession(**fields)
+    rows.create(by_sql)
+    assert by_sql.pk is not None and by_sql.pk != by_orm.pk
+    assert not by_sql._state.adding
+    stored_orm, stored_sql = (CallSession.objects.filter(pk=pk).values().get()
+                              for pk in (by_orm.pk, by_sql.pk))
+    for row in (stored_orm, stored_sql):
+        del row["id"], row["call_id"]
+    assert stored_sql == stored_orm
+    with pytest.raises(IntegrityError), transaction.atomic():  # the same call_id again
+        rows.create(CallSession(**fields))
+
+
 def test_insert_raises_integrity_error_on_a_duplicate_key(alice):
     row = ClientFrame(user_id=alice.pk, frame_id="f1", reply={"ok": True}, created_at=timezone.now())
     rows.insert(ClientFrame, ("user", "frame_id", "reply", "created_at"), [row])
