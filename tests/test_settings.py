@@ -26,26 +26,36 @@ def run_settings(**env) -> subprocess.CompletedProcess:
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", **env})
 
 
+def postgres_session(**env) -> tuple[str, str]:
+    """(synchronous_commit, Django's cursor class) of a PostgreSQL session started with ``env``,
+    on this run's test database."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL setting")
+    settings = connection.settings_dict
+    url = (f"postgres://{settings['USER']}@{settings['HOST'] or '127.0.0.1'}:"
+           f"{settings['PORT'] or 5432}/{settings['NAME']}")
+    probe = run_settings(DATABASE_URL=url, **env)
+    assert probe.returncode == 0, probe.stderr
+    synchronous_commit, cursor = probe.stdout.split()
+    return synchronous_commit, cursor
+
+
+def refused(**env) -> str:
+    """The error of a start with ``env``, which must fail."""
+    probe = run_settings(**env)
+    assert probe.returncode != 0
+    return probe.stderr
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("value", ["on", "off"])
 def test_synchronous_commit_applies_to_postgresql_sessions(value):
-    if connection.vendor != "postgresql":
-        pytest.skip("a PostgreSQL setting")
-    probe = run_settings(DATABASE_URL=postgres_url(), DATABASE_SYNCHRONOUS_COMMIT=value)
-    assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.split()[0] == value
+    assert postgres_session(DATABASE_SYNCHRONOUS_COMMIT=value)[0] == value
 
 
 def test_an_unknown_synchronous_commit_value_stops_the_start():
-    probe = run_settings(DATABASE_SYNCHRONOUS_COMMIT="sometimes")
-    assert probe.returncode != 0
-    assert "DATABASE_SYNCHRONOUS_COMMIT must be on, off" in probe.stderr
-
-
-def postgres_url() -> str:
-    settings = connection.settings_dict
-    return (f"postgres://{settings['USER']}@{settings['HOST'] or '127.0.0.1'}:"
-            f"{settings['PORT'] or 5432}/{settings['NAME']}")
+    assert "DATABASE_SYNCHRONOUS_COMMIT must be on, off" in refused(
+        DATABASE_SYNCHRONOUS_COMMIT="sometimes")
 
 
 @pytest.mark.django_db
@@ -54,14 +64,9 @@ def postgres_url() -> str:
 def test_server_side_binding_is_the_default_and_can_be_turned_off(value, cursor):
     # Django's ServerBindingCursor is psycopg's server-binding Cursor (statements run five times
     # are prepared); its Cursor is psycopg's ClientCursor, which quotes parameters into the SQL
-    if connection.vendor != "postgresql":
-        pytest.skip("a PostgreSQL setting")
-    probe = run_settings(DATABASE_URL=postgres_url(), DATABASE_SERVER_SIDE_BINDING=value)
-    assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.split()[1] == cursor
+    assert postgres_session(DATABASE_SERVER_SIDE_BINDING=value)[1] == cursor
 
 
 def test_an_unclear_yes_no_value_stops_the_start():
-    probe = run_settings(DATABASE_SERVER_SIDE_BINDING="sometimes")
-    assert probe.returncode != 0
-    assert "DATABASE_SERVER_SIDE_BINDING must be a yes/no value" in probe.stderr
+    assert "DATABASE_SERVER_SIDE_BINDING must be a yes/no value" in refused(
+        DATABASE_SERVER_SIDE_BINDING="sometimes")

@@ -101,7 +101,9 @@ class Cluster:
              "--without-mingle", "--without-gossip", "-s", str(self.tmp_path / "beat-schedule"),
              "--loglevel", "WARNING"],
             cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
-            stderr=open(self.tmp_path / "worker.log", "wb"))
+            stderr=open(self.tmp_path / "worker.log", "wb"),
+            # -B forks beat into a child process: a group of its own, so that stop() kills both
+            start_new_session=True)
 
     def kill(self, name: str) -> None:
         process, _ = self.nodes.pop(name)
@@ -111,6 +113,11 @@ class Cluster:
     def stop(self) -> None:
         # A test cluster needs no graceful shutdown (daphne's waits for open sockets).
         processes = [p for p, _ in self.nodes.values()] + ([self.worker] if self.worker else [])
+        if self.worker is not None:
+            try:
+                os.killpg(self.worker.pid, signal.SIGKILL)  # the worker and its beat child
+            except ProcessLookupError:
+                pass
         for process in processes:
             process.kill()
         for process in processes:
