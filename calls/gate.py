@@ -6,8 +6,8 @@ session hash, as Django does). It is called from the consumer's ``connect`` rath
 around it as middleware, because a middleware stays suspended in its ``await`` for as long as the
 socket is open, holding its coroutine frame, its copy of the scope and whatever it looked up:
 about 7 KiB per idle socket for Channels' stack, and still 2-3 KiB for a one-layer gate
-(docs/benchmarks.md, "Idle memory"). What the socket keeps afterwards is the user's id and
-username (:class:`SocketUser`).
+(docs/benchmarks.md, "The targets, stated plainly": idle users). What the socket keeps
+afterwards is the user's id and username (:class:`SocketUser`).
 """
 
 from __future__ import annotations

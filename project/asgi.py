@@ -34,7 +34,8 @@ def application(scope, receive, send):
     A plain function returning the coroutine to run, not an ``async def`` awaiting it, and no
     router or middleware objects around the consumer: each of those stays suspended for as long
     as a socket is open, with a coroutine frame and often a copy of the scope, and at 10,000 idle
-    sockets per process that is what the memory goes to (docs/benchmarks.md, "Idle memory").
+    sockets per process that is what the memory goes to (docs/benchmarks.md, "The targets,
+    stated plainly": idle users).
     The door (Origin, session user) is the consumer's ``connect`` (calls.gate).
     """
     kind = scope["type"]
