@@ -331,9 +331,7 @@ def _announce_presence(call: CallSession, outbox: Outbox, *, busy: bool) -> None
 
 
 def _save(call: CallSession, changed: set[str]) -> None:
-    if call.pk is None:
-        call.save()
-        return
+    """Write the changed fields of a stored call (a new one is inserted by ``_create_call``)."""
     if not changed:
         return
     call.version += 1
