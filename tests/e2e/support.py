@@ -127,6 +127,12 @@ class Person:
             raise AssertionError(f"{self.username}: expected call state {state!r} reason "
                                  f"{reason!r}, the page shows {shown}") from None
 
+    def hang_up(self, peer: "Person") -> None:
+        """Hang up this side's call: both pages are back to `prepared` (local and remote hangup)."""
+        self.click("#hangup")
+        self.expect_state("prepared", "localHangup")
+        peer.expect_state("prepared", "remoteHangup")
+
     def expect_toast(self, text: str, timeout: int = STEP_MS) -> None:
         expect(self.page.locator("#toast")).to_have_text(text, timeout=timeout)
 

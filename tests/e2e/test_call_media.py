@@ -122,10 +122,7 @@ def test_reloading_the_page_mid_call_resumes_the_call(users, open_person):
     alice.expect_state("connected")
     expect(alice.page.locator("#call-notice")).to_be_hidden()
     # when
-    bob.click("#hangup")
-    # then
-    alice.expect_state("prepared", "remoteHangup")
-    bob.expect_state("prepared", "localHangup")
+    bob.hang_up(alice)
 
 
 def test_callee_signed_in_twice_the_other_tab_hears_answered_elsewhere(users, open_person):
@@ -196,10 +193,7 @@ def test_the_caller_reloading_while_the_callee_rings_resumes_the_call(users, ope
     expect(alice.page.locator("#outgoing")).to_be_hidden()
     expect(bob.page.locator("#incoming")).to_be_hidden()
     # when
-    alice.click("#hangup")
-    # then
-    alice.expect_state("prepared", "localHangup")
-    bob.expect_state("prepared", "remoteHangup")
+    alice.hang_up(bob)
 
 
 def test_a_caller_reloaded_before_the_callee_has_the_call_shows_calling_then_ringing(
@@ -252,7 +246,4 @@ def test_a_caller_reloaded_while_ringing_connects_only_on_a_frame_of_its_new_pag
     assert alice.remote_video_decoding() is True
     assert bob.remote_video_decoding() is True
     # when
-    alice.click("#hangup")
-    # then
-    alice.expect_state("prepared", "localHangup")
-    bob.expect_state("prepared", "remoteHangup")
+    alice.hang_up(bob)

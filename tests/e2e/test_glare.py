@@ -69,10 +69,7 @@ def test_simultaneous_calls_end_in_one_connected_call(users, open_person):
     # then
     expect_one_connected_call(alice, bob)
     # when
-    bob.click("#hangup")
-    # then
-    bob.expect_state("prepared", "localHangup")
-    alice.expect_state("prepared", "remoteHangup")
+    bob.hang_up(alice)
 
 
 def test_a_call_crossing_one_that_already_rings_connects_both(users, open_person):
@@ -94,7 +91,4 @@ def test_a_call_crossing_one_that_already_rings_connects_both(users, open_person
     assert call_replies(alice)[0]["outcome"] == "ring"
     assert call_replies(bob)[0]["outcome"] == "glare"
     # when
-    alice.click("#hangup")
-    # then
-    alice.expect_state("prepared", "localHangup")
-    bob.expect_state("prepared", "remoteHangup")
+    alice.hang_up(bob)

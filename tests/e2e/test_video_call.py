@@ -57,10 +57,7 @@ def test_video_call_shows_frames_both_ways_and_the_caller_hangs_up(users, open_p
         assert stored.get("acceptCall") == bob_costs["acceptCall"], person.username
     print_timings("video call", timings)
     # when
-    alice.click("#hangup")
-    # then
-    alice.expect_state("prepared", "localHangup")
-    bob.expect_state("prepared", "remoteHangup")
+    alice.hang_up(bob)
     expect(alice.page.locator("#toast")).to_have_text(HUNG_UP)
     expect(bob.page.locator("#toast")).to_have_text(
         re.compile(rf"^{users.alice.name} hung up\. The call lasted 0:\d\d\.$"))
@@ -79,10 +76,7 @@ def test_video_call_the_callee_hangs_up(users, open_person):
         assert person.page.evaluate(CAMERA_SETTINGS_JS) == {"width": 640, "height": 360,
                                                              "frameRate": 15}
     # when
-    bob.click("#hangup")
-    # then
-    bob.expect_state("prepared", "localHangup")
-    alice.expect_state("prepared", "remoteHangup")
+    bob.hang_up(alice)
     expect(bob.page.locator("#toast")).to_have_text(HUNG_UP)
     expect(alice.page.locator("#toast")).to_have_text(
         re.compile(rf"^{users.bob.name} hung up\. The call lasted 0:\d\d\.$"))
@@ -115,9 +109,6 @@ def test_video_call_timings_over_repeated_calls(users, open_person):
         # when
         samples.append(connect_video_call(alice, bob, users))
         print_timings(f"call {number}", samples[-1])
-        alice.click("#hangup")
-        # then
-        alice.expect_state("prepared", "localHangup")
-        bob.expect_state("prepared", "remoteHangup")
+        alice.hang_up(bob)
     print_timings(f"median of {TIMED_CALLS} video calls", medians(samples))
     assert len(samples) == TIMED_CALLS
