@@ -25,6 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--show-sql", action="store_true")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="run the cycles under cProfile and print the N costliest functions")
     parser.add_argument("--population", type=int, default=10000,
                         help="users with profiles in the tables (the cycle uses two of them)")
     args = parser.parse_args()
@@ -76,6 +78,12 @@ def main() -> None:
     postmaster = procstat.postmaster_pid()
     postgres_before = procstat.postgres_cpu_seconds(postmaster) if postmaster else 0.0
     cpu_before = time.process_time()
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     with connection.execute_wrapper(count):
         for _ in range(args.cycles):
             data = frame("call", caller, "a", consumers._call, to=callee.pk, call_type="video",
@@ -92,6 +100,12 @@ def main() -> None:
                   milestone="first_remote_frame")
             frame("hangup", caller, "a", consumers._hangup, call_id=call_id)
     cpu_ms = (time.process_time() - cpu_before) * 1000 / args.cycles
+    if profiler is not None:
+        profiler.disable()
+        import pstats
+
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
     postgres_ms = ((procstat.postgres_cpu_seconds(postmaster) - postgres_before) * 1000 / args.cycles
                    if postmaster else 0.0)
     total_queries = sum(c["queries"] for c in per_step.values())

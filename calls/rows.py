@@ -12,9 +12,52 @@ Reads stay with the ORM: they return model instances the services work with.
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from functools import lru_cache
 
+from django.conf import settings
 from django.db import connection, models
+
+class _PipelineState(threading.local):
+    checks: list | None = None  # the open pipelined block's deferred checks, per thread
+
+
+_pipeline = _PipelineState()
+
+
+@contextmanager
+def pipelined():
+    """Send the statements of the block without waiting for each one's answer (PostgreSQL).
+
+    A call transaction is a few locked reads, then five or six writes whose results nobody reads
+    (docs/benchmarks.md). In psycopg's pipeline mode each write is sent at once and the block's
+    end waits for all their answers together: one round trip instead of one per statement. A read
+    in the block (``fetch*``) waits for the answers before it, so locked reads work as before.
+
+    The block's end raises the first failed statement's error as Django's own exception class (a
+    unique key still raises ``IntegrityError``), then runs the checks :func:`update` deferred, still
+    inside the caller's transaction. Nested blocks join the outer one. Elsewhere (SQLite, or
+    ``DATABASE_PIPELINE`` off) each statement waits as usual.
+    """
+    if _pipeline.checks is not None or not _pipelines_on():
+        yield
+        return
+    connection.ensure_connection()
+    checks: list = []
+    _pipeline.checks = checks
+    try:
+        with connection.wrap_database_errors:
+            with connection.connection.pipeline():
+                yield
+    finally:
+        _pipeline.checks = None
+    for check in checks:
+        check()
+
+
+def _pipelines_on() -> bool:
+    return connection.vendor == "postgresql" and settings.DATABASE_PIPELINE
 
 
 @lru_cache(maxsize=None)
@@ -86,9 +129,10 @@ def _update_sql(model: type[models.Model], names: tuple[str, ...], guard: str | 
 
 
 def update(instance: models.Model, names: tuple[str, ...], *, guard: str | None = None,
-           guard_value=None) -> int:
+           guard_value=None, on_miss=None) -> None:
     """UPDATE ``names`` of ``instance``'s row (if ``guard`` is given, only while that column still
-    equals ``guard_value``). Returns the number of rows changed."""
+    equals ``guard_value``). ``on_miss()`` is called when no row changed: at once, or inside a
+    :func:`pipelined` block once the block's statements are answered (before it ends)."""
     model = type(instance)
     fields = _fields(model, names)
     params = [field.get_db_prep_save(getattr(instance, field.attname), connection)
@@ -98,7 +142,19 @@ def update(instance: models.Model, names: tuple[str, ...], *, guard: str | None 
         params.append(guard_value)
     with connection.cursor() as cursor:
         cursor.execute(_update_sql(model, names, guard, connection.vendor), params)
-        return cursor.rowcount
+        if on_miss is None:
+            return
+        checks = _pipeline.checks
+        if checks is None:
+            if cursor.rowcount != 1:
+                on_miss()
+            return
+        raw = cursor.cursor  # psycopg's cursor: its rowcount is set when the block syncs
+
+        def check():
+            if raw.rowcount != 1:
+                on_miss()
+        checks.append(check)
 
 
 # ---- locked reads ---------------------------------------------------------------------------

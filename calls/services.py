@@ -335,11 +335,12 @@ def _save(call: CallSession, changed: set[str]) -> None:
     if not changed:
         return
     call.version += 1
-    updated = rows.update(call, ("version", *sorted(changed)), guard="version",
-                          guard_value=call.version - 1)
-    if updated != 1:
+
+    def missed():
         call.version -= 1
         raise ConcurrentUpdate(call.call_id)
+    rows.update(call, ("version", *sorted(changed)), guard="version", guard_value=call.version - 1,
+                on_miss=missed)
 
 
 def schedule_ring_timeout(call_id: str, deadline: datetime) -> None:
@@ -370,7 +371,7 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
         raise ServiceError("self_call", "you cannot call yourself")
     if room_id is not None and not Room.objects.filter(pk=room_id).exists():
         raise ServiceError("not_found", f"no room {room_id}")
-    with _atomic():
+    with _atomic(), rows.pipelined():
         profiles = lock_profiles([caller.pk, callee_id])
         if callee_id not in profiles or not profiles[callee_id].user.is_active:
             raise ServiceError("not_found", f"no user {callee_id}")
@@ -479,7 +480,7 @@ def _step_call(*, call_id: str, inp: Input, now: datetime | None, record: Record
     """Step one call under its locks, at :func:`call_moment`. ``annotate(call, side, moment)`` may
     record non-rule facts on the locked row (milestone times, client costs) and returns the names
     of the fields it set."""
-    with _atomic():
+    with _atomic(), rows.pipelined():
         profiles = lock_participants(call_id)
         if check_user is not None and check_user not in profiles:
             raise ServiceError("forbidden", "you are not a participant of this call")
@@ -562,7 +563,7 @@ def call_renew_media(*, call_id: str, now: datetime | None = None) -> bool:
     now = now or timezone.now()
     if not media.agora_enabled():
         return False
-    with _atomic():
+    with _atomic(), rows.pipelined():
         profiles = lock_participants(call_id)
         call = lock_call(call_id)
         if call.phase not in LIVE_PHASES:
@@ -709,7 +710,7 @@ def client_frame_once(*, user, frame_id: str, handle) -> dict:
     try:
         try:
             _frame_scope.active = True
-            with transaction.atomic():
+            with transaction.atomic(), rows.pipelined():
                 reply = reply_ok(frame_id, handle())
                 store_reply(reply)
             return reply

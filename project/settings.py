@@ -138,6 +138,9 @@ DATABASE_SERVER_SIDE_BINDING = env_bool("DATABASE_SERVER_SIDE_BINDING", True)
 if (DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
         and DATABASE_SERVER_SIDE_BINDING):
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+# PostgreSQL: a call transaction sends its writes in psycopg's pipeline mode and waits once for
+# all of them (calls/rows.py, `pipelined`), instead of one round trip per statement.
+DATABASE_PIPELINE = env_bool("DATABASE_PIPELINE", True)
 if os.environ.get("DUET_TEST_DB_NAME"):
     # Tests name their own database so that parallel runs never share one (for SQLite: a file,
     # which a live server in another thread or process can open too).

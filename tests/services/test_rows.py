@@ -66,16 +66,93 @@ def test_update_writes_the_named_fields_only_while_the_guard_holds(alice, bob):
     ended = timezone.now()
     call.phase, call.ended_at, call.caller_connected, call.version = "ended", ended, True, 1
     call.extension = {"changed": True}  # not named: not written
-    assert rows.update(call, ("phase", "ended_at", "caller_connected", "version"),
-                       guard="version", guard_value=0) == 1
+    missed = []
+    rows.update(call, ("phase", "ended_at", "caller_connected", "version"),
+                guard="version", guard_value=0, on_miss=lambda: missed.append("first"))
+    assert missed == []
     stored = CallSession.objects.get(pk=call.pk)
     assert (stored.phase, stored.ended_at, stored.caller_connected, stored.version) == (
         "ended", ended, True, 1)
     assert stored.extension == {"gift": [1, "two", None]}
-    # a stale guard changes nothing
+    # a stale guard changes nothing, and says so
     call.phase = "ringing"
-    assert rows.update(call, ("phase",), guard="version", guard_value=0) == 0
+    rows.update(call, ("phase",), guard="version", guard_value=0,
+                on_miss=lambda: missed.append("stale"))
+    assert missed == ["stale"]
     assert CallSession.objects.get(pk=call.pk).phase == "ended"
+
+
+class Missed(Exception):
+    pass
+
+
+def _raise_missed():
+    raise Missed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pipelined_block_writes_everything_and_reads_what_it_wrote(alice, bob):
+    call = make_call(alice, bob)
+    call.phase, call.version = "accepted", 1
+    at = timezone.now()
+    with transaction.atomic(), rows.pipelined():
+        rows.update(call, ("phase", "version"), guard="version", guard_value=0,
+                    on_miss=_raise_missed)
+        rows.insert(CallEvent, ("call", "at", "actor", "device_id", "kind", "payload"), [
+            CallEvent(call=call, at=at, actor_id=alice.pk, device_id="p", kind="accept",
+                      payload={})])
+        # a locked read in the block sees the writes sent before it
+        found = rows.select_for_update(CallSession, f"{rows.column(CallSession, 'id')} = %s",
+                                       [call.pk])
+        assert (found[0].phase, found[0].version) == ("accepted", 1)
+    assert CallSession.objects.get(pk=call.pk).phase == "accepted"
+    assert CallEvent.objects.filter(call=call, kind="accept").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_guard_in_a_pipelined_block_rolls_the_whole_transaction_back(alice, bob):
+    call = make_call(alice, bob)
+    call.phase = "accepted"
+    at = timezone.now()
+    with pytest.raises(Missed), transaction.atomic(), rows.pipelined():
+        rows.update(call, ("phase",), guard="version", guard_value=7, on_miss=_raise_missed)
+        rows.insert(CallEvent, ("call", "at", "actor", "device_id", "kind", "payload"), [
+            CallEvent(call=call, at=at, actor_id=alice.pk, device_id="p", kind="accept",
+                      payload={})])
+    assert CallSession.objects.get(pk=call.pk).phase == "ringing"
+    assert not CallEvent.objects.filter(call=call).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_duplicate_key_in_a_pipelined_block_raises_integrity_error_and_keeps_nothing(alice):
+    names = ("user", "frame_id", "reply", "created_at")
+    first = ClientFrame(user_id=alice.pk, frame_id="f1", reply={"ok": 1}, created_at=timezone.now())
+    rows.insert(ClientFrame, names, [first])
+    with pytest.raises(IntegrityError), transaction.atomic(), rows.pipelined():
+        rows.insert(ClientFrame, names, [ClientFrame(user_id=alice.pk, frame_id="f2", reply={},
+                                                     created_at=timezone.now())])
+        rows.insert(ClientFrame, names, [first])
+        rows.insert(ClientFrame, names, [ClientFrame(user_id=alice.pk, frame_id="f3", reply={},
+                                                     created_at=timezone.now())])
+    assert list(ClientFrame.objects.filter(user=alice).values_list("frame_id", flat=True)) == ["f1"]
+    # the connection is usable afterwards
+    rows.insert(ClientFrame, names, [ClientFrame(user_id=alice.pk, frame_id="f4", reply={},
+                                                 created_at=timezone.now())])
+    assert ClientFrame.objects.filter(user=alice).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelined_blocks_nest_into_one(alice, bob):
+    from django.db import connection
+
+    with transaction.atomic(), rows.pipelined():
+        outer = rows._pipeline.checks
+        with rows.pipelined():
+            assert rows._pipeline.checks is outer
+    if connection.vendor == "postgresql":
+        assert outer is not None and rows._pipeline.checks is None
+    else:  # no pipeline mode: the block is plain
+        assert outer is None
 
 
 def test_select_for_update_builds_the_same_instances_as_the_orm(alice, bob):
