@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -20,7 +21,7 @@ from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 
 from calls.models import Profile, UserEvent
 from calls.rows import insert
@@ -92,10 +93,50 @@ class Outbox:
 
 
 def _publish_then(rows: list[UserEvent], afterwards: list) -> None:
-    if rows:
-        publish(rows)
-    for work in afterwards:
-        work()
+    sent = publish(rows) if rows else []
+    if not afterwards:
+        return
+    if _home_loop is not None and _home_loop.is_running():
+        # A web process: its database thread goes back to the sockets at once (the frame's reply,
+        # the next frame's transaction) and the work runs on the process's one after-thread, in
+        # commit order, once the loop has sent this transaction's events (docs/benchmarks.md).
+        _after_pool().submit(_run_after, sent, afterwards)
+    else:
+        for work in afterwards:
+            work()
+
+
+# How long the after-thread lets the loop send a transaction's events before it runs the
+# transaction's after-work anyway (a send normally takes well under a millisecond).
+AFTER_PUBLISH_WAIT_S = 0.5
+_after_executor: ThreadPoolExecutor | None = None
+
+
+def _after_pool() -> ThreadPoolExecutor:
+    global _after_executor
+    with _home_lock:
+        if _after_executor is None:
+            _after_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duet-after")
+        return _after_executor
+
+
+def _run_after(sent: list, afterwards: list) -> None:
+    """Run a committed transaction's after-work (ring timer, presence) in the after-thread.
+
+    Waiting for the sends first keeps this thread from taking the interpreter away from the
+    loop while it sends the events. A failure is logged: a lost ring timer is caught by beat's
+    sweep (``calls_sweep_overdue``), a lost presence update by the watchers' next ``hello``.
+    """
+    wait([future for future in sent if future is not None], timeout=AFTER_PUBLISH_WAIT_S)
+    close_old_connections()
+    try:
+        for work in afterwards:
+            try:
+                work()
+            except Exception:
+                log.exception("after-commit work %r failed", work)
+    finally:
+        close_old_connections()
 
 
 def save_profiles(rows: list[Profile], field_names: list[str]) -> None:
@@ -137,13 +178,14 @@ def wire_event(row: UserEvent) -> dict:
     return {"frame": row.frame, "only": row.only_device, "except": row.except_device}
 
 
-def publish(rows: list[UserEvent]) -> None:
-    """Send stored events to their users' groups: one layer message per user."""
+def publish(rows: list[UserEvent]) -> list[Future | None]:
+    """Send stored events to their users' groups: one layer message per user. Returns the sends
+    handed to the server's loop (see :func:`send_to_group`)."""
     by_user: dict[int, list[dict]] = {}
     for row in rows:
         by_user.setdefault(row.user_id, []).append(wire_event(row))
-    for user_id, events in by_user.items():
-        send_to_group(user_group(user_id), {"type": "user.events", "events": events})
+    return [send_to_group(user_group(user_id), {"type": "user.events", "events": events})
+            for user_id, events in by_user.items()]
 
 
 # The event loop of the ASGI server in this process, when there is one. A thread that is not
@@ -162,7 +204,7 @@ def remember_home_loop() -> None:
 PUBLISH_ERRORS = (OSError, TimeoutError, ChannelFull, RedisError)
 
 
-def send_to_group(group: str, message: dict) -> None:
+def send_to_group(group: str, message: dict) -> Future | None:
     """Send to a group from synchronous code, without waiting on the server's loop.
 
     In a web process the send is handed to the server's loop (the layer's connections and the
@@ -178,15 +220,16 @@ def send_to_group(group: str, message: dict) -> None:
     if home is not None and home.is_running():
         future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), home)
         future.add_done_callback(lambda done: _log_failure(done, group))
-        return
+        return future
     if home is not None and _started_by(home):
         # a thread of a server whose loop has stopped (shutting down): nobody is left to send to
         log.warning("dropping a publication to %s: the server loop has stopped", group)
-        return
+        return None
     try:
         async_to_sync(layer.group_send)(group, message)
     except PUBLISH_ERRORS:  # a lost publication is recovered by re-send and replay
         log.exception("publishing to %s failed; clients will recover it by replay", group)
+    return None
 
 
 def _log_failure(future, group: str) -> None:
