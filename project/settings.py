@@ -37,6 +37,16 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    number = float(value)
+    if number < 0:
+        raise RuntimeError(f"{name} must be 0 or more, not {value}")
+    return number
+
+
 def env_json(name: str, default):
     value = os.environ.get(name)
     return json.loads(value) if value not in (None, "") else default
@@ -106,6 +116,12 @@ DATABASES = {
         conn_max_age=DATABASE_CONN_MAX_AGE_S, conn_health_checks=True,
     )
 }
+# PostgreSQL through project/postgresql: Django's backend with the health check above run at most
+# once per DATABASE_HEALTH_CHECK_INTERVAL_S on a connection (0: before every unit of work, as
+# Django does), not as one extra round trip before every frame.
+DATABASE_HEALTH_CHECK_INTERVAL_S = env_float("DATABASE_HEALTH_CHECK_INTERVAL", 1.0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "project.postgresql"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite serialises writers; wait for the lock instead of failing, and let readers run
     # alongside a writer (WAL) so the in-process worker and the web threads do not collide.
@@ -125,7 +141,7 @@ DATABASE_SYNCHRONOUS_COMMIT = os.environ.get("DATABASE_SYNCHRONOUS_COMMIT", "on"
 if DATABASE_SYNCHRONOUS_COMMIT not in ("on", "off", "local", "remote_write", "remote_apply"):
     raise RuntimeError("DATABASE_SYNCHRONOUS_COMMIT must be on, off, local, "
                        "remote_write or remote_apply")
-if (DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+if (DATABASES["default"]["ENGINE"] == "project.postgresql"
         and DATABASE_SYNCHRONOUS_COMMIT != "on"):
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
         f"-c synchronous_commit={DATABASE_SYNCHRONOUS_COMMIT}")
@@ -135,7 +151,7 @@ if (DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 # database-thread time per call cycle here (docs/benchmarks.md). Turn it off behind a pooler in
 # transaction mode that cannot keep prepared statements (PgBouncer before 1.21).
 DATABASE_SERVER_SIDE_BINDING = env_bool("DATABASE_SERVER_SIDE_BINDING", True)
-if (DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+if (DATABASES["default"]["ENGINE"] == "project.postgresql"
         and DATABASE_SERVER_SIDE_BINDING):
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
 # PostgreSQL: a call transaction sends its writes in psycopg's pipeline mode and waits once for

@@ -70,3 +70,8 @@ def test_server_side_binding_is_the_default_and_can_be_turned_off(value, cursor)
 def test_an_unclear_yes_no_value_stops_the_start():
     assert "DATABASE_SERVER_SIDE_BINDING must be a yes/no value" in refused(
         DATABASE_SERVER_SIDE_BINDING="sometimes")
+
+
+def test_a_negative_health_check_interval_stops_the_start():
+    assert "DATABASE_HEALTH_CHECK_INTERVAL must be 0 or more" in refused(
+        DATABASE_HEALTH_CHECK_INTERVAL="-1")
