@@ -91,6 +91,17 @@ test("every sequenced event is acknowledged and a repeated seq is dropped", () =
   assert.equal(storage.getItem("duet.lastSeq"), "9");
 });
 
+test("a hello reply whose seq is below the device's own resets it: the server's new events are not dropped", () => {
+  // given a page that had seen seq 20, on a server that lost its events after 17
+  const { ws, seen, storage } = openReloadedPage();
+  // when
+  answerHello(ws, { ...HELLO_DATA, seq: 17 });
+  ws.serverSends({ type: "event", seq: 18, name: "call.state", call_id: "c2" });
+  // then
+  assert.deepEqual(seen.events.map(([event]) => event.seq), [18]);
+  assert.equal(storage.getItem("duet.lastSeq"), "18");
+});
+
 test("unsequenced presence events are passed on and not acknowledged", () => {
   // given
   const { socket, seen } = makeSocket();

@@ -176,7 +176,10 @@ export class CallSocket {
       return;
     }
     const data = reply.data;
-    if (this.memory.lastSeq == null || data.seq > this.memory.lastSeq) this.memory.saveSeq(data.seq);
+    // The server's seq is the truth. Below ours only if the server lost events this device had
+    // seen (a database restored from a backup, commits lost with synchronous_commit off): its
+    // new events reuse those numbers, so counting from ours would drop them as repeats.
+    if (this.memory.lastSeq == null || data.seq !== this.memory.lastSeq) this.memory.saveSeq(data.seq);
     this.ready = true;
     this.attempt = 0;
     const firstTime = !this.everReady;
