@@ -135,8 +135,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("TEST", {})
 # PostgreSQL's synchronous_commit for Duet's sessions. "on" (the default): a commit waits for its
 # WAL flush (about 3.5 ms on this machine's disk), so nothing committed is ever lost. "off": a
-# PostgreSQL crash (not a Duet crash) may lose the last ~0.6 s of commits, never consistency;
-# every call transaction then commits in under 1 ms (docs/benchmarks.md measures both).
+# PostgreSQL crash (not a Duet crash) may lose the last ~0.6 s of commits, including events that
+# devices already received; an open socket then drops the re-numbered events as repeats until
+# its device says hello again (README). Every call transaction commits in under 1 ms.
 DATABASE_SYNCHRONOUS_COMMIT = os.environ.get("DATABASE_SYNCHRONOUS_COMMIT", "on")
 if DATABASE_SYNCHRONOUS_COMMIT not in ("on", "off", "local", "remote_write", "remote_apply"):
     raise RuntimeError("DATABASE_SYNCHRONOUS_COMMIT must be on, off, local, "
