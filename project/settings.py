@@ -147,14 +147,21 @@ if (DATABASES["default"]["ENGINE"] == "project.postgresql"
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
         f"-c synchronous_commit={DATABASE_SYNCHRONOUS_COMMIT}")
 # PostgreSQL only: bind parameters on the server (psycopg's server-side cursors) instead of
-# quoting them into the SQL in Python. psycopg then prepares a statement it has run five times on
-# a connection, and every call transaction repeats the same few statements: 17 % less
-# database-thread time per call cycle here (docs/benchmarks.md). Turn it off behind a pooler in
-# transaction mode that cannot keep prepared statements (PgBouncer before 1.21).
+# quoting them into the SQL in Python: 17 % less database-thread time per call cycle here
+# (docs/benchmarks.md).
 DATABASE_SERVER_SIDE_BINDING = env_bool("DATABASE_SERVER_SIDE_BINDING", True)
-if (DATABASES["default"]["ENGINE"] == "project.postgresql"
-        and DATABASE_SERVER_SIDE_BINDING):
-    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+# PostgreSQL only: psycopg prepares a statement once it has run this many times on a connection,
+# so PostgreSQL stops parsing and planning the few statements every call transaction repeats.
+# Django turns this off by default (None); -1 keeps it off. Turn it off (with server-side
+# binding) behind a pooler in transaction mode that cannot keep prepared statements (PgBouncer
+# before 1.21).
+DATABASE_PREPARE_THRESHOLD = env_int("DATABASE_PREPARE_THRESHOLD", 5)
+if DATABASES["default"]["ENGINE"] == "project.postgresql":
+    if DATABASE_SERVER_SIDE_BINDING:
+        DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+    if DATABASE_PREPARE_THRESHOLD >= 0:
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+            DATABASE_PREPARE_THRESHOLD)
 # PostgreSQL: a call transaction sends its writes in psycopg's pipeline mode and waits once for
 # all of them (calls/rows.py, `pipelined`), instead of one round trip per statement.
 DATABASE_PIPELINE = env_bool("DATABASE_PIPELINE", True)

@@ -17,6 +17,10 @@ with connection.cursor() as cursor:
     cursor.execute("SHOW synchronous_commit")
     print(cursor.fetchone()[0])
     print(type(cursor.cursor).__name__)
+    for _ in range(6):
+        cursor.execute("SELECT 1 WHERE 1 = %s", [1])
+    cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+    print(cursor.fetchone()[0])
 """
 
 
@@ -26,9 +30,9 @@ def run_settings(**env) -> subprocess.CompletedProcess:
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", **env})
 
 
-def postgres_session(**env) -> tuple[str, str]:
-    """(synchronous_commit, Django's cursor class) of a PostgreSQL session started with ``env``,
-    on this run's test database."""
+def postgres_session(**env) -> tuple[str, str, int]:
+    """(synchronous_commit, Django's cursor class, statements prepared after one statement ran six
+    times) of a PostgreSQL session started with ``env``, on this run's test database."""
     if connection.vendor != "postgresql":
         pytest.skip("a PostgreSQL setting")
     settings = connection.settings_dict
@@ -36,8 +40,8 @@ def postgres_session(**env) -> tuple[str, str]:
            f"{settings['PORT'] or 5432}/{settings['NAME']}")
     probe = run_settings(DATABASE_URL=url, **env)
     assert probe.returncode == 0, probe.stderr
-    synchronous_commit, cursor = probe.stdout.split()
-    return synchronous_commit, cursor
+    synchronous_commit, cursor, prepared = probe.stdout.split()
+    return synchronous_commit, cursor, int(prepared)
 
 
 def refused(**env) -> str:
@@ -62,9 +66,17 @@ def test_an_unknown_synchronous_commit_value_stops_the_start():
 @pytest.mark.parametrize(("value", "cursor"), [("", "ServerBindingCursor"),
                                                ("on", "ServerBindingCursor"), ("off", "Cursor")])
 def test_server_side_binding_is_the_default_and_can_be_turned_off(value, cursor):
-    # Django's ServerBindingCursor is psycopg's server-binding Cursor (statements run five times
-    # are prepared); its Cursor is psycopg's ClientCursor, which quotes parameters into the SQL
+    # Django's ServerBindingCursor is psycopg's server-binding Cursor; its Cursor is psycopg's
+    # ClientCursor, which quotes parameters into the SQL
     assert postgres_session(DATABASE_SERVER_SIDE_BINDING=value)[1] == cursor
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("value", "prepared"), [("", 1), ("5", 1), ("-1", 0), ("10", 0)])
+def test_statements_repeated_on_a_connection_are_prepared_by_default(value, prepared):
+    # a statement run six times is prepared from its sixth run on at the default threshold (5);
+    # -1 keeps Django's default (never), 10 waits for more runs
+    assert postgres_session(DATABASE_PREPARE_THRESHOLD=value)[2] == prepared
 
 
 def test_an_unclear_yes_no_value_stops_the_start():
