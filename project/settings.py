@@ -234,6 +234,12 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.get("DUET_CELERY_QUEUE", "duet")
 CELERY_TASK_ACKS_LATE = True  # a worker that dies mid-task leaves the task to another worker
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+# Celery's Django fixup closes every database connection before and after each task unless this
+# is set, and then force-closes them every 2 x this many tasks: a new PostgreSQL backend (fork,
+# authentication, catalog caches) for each ring timer. The worker instead closes stale
+# connections around each task as Django does around a request (project/celery.py), so the
+# fixup's count is set out of reach.
+CELERY_DB_REUSE_MAX = 2**62
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
