@@ -102,14 +102,44 @@ MAX_WATCHED_USERS = 200
 
 
 def presence_of(user_ids: list[int], *, now: datetime | None = None) -> dict[int, str]:
-    """``online``, ``busy`` (in a live call) or ``offline`` for each user."""
+    """``online``, ``busy`` (in a live call) or ``offline`` for each user.
+
+    One plain statement (the users with a fresh heartbeat, then those in a live call): every
+    hang-up announces both users' presence from it, and the ORM built its two queries in about
+    0.5 ms of a node's CPU each (docs/benchmarks.md).
+    """
     now = now or timezone.now()
-    online = set(Connection.objects.filter(user_id__in=user_ids, seen_at__gte=presence_cutoff(now))
-                 .values_list("user_id", flat=True).distinct())
-    busy = set(Profile.objects.filter(user_id__in=user_ids, active_call__isnull=False)
-               .values_list("user_id", flat=True))
+    user_ids = list(user_ids)
+    if not user_ids:
+        return {}
+    cutoff = _SEEN_AT.get_db_prep_value(presence_cutoff(now), connection)
+    if connection.vendor == "postgresql":  # one statement for any number of users
+        sql, params = _presence_sql(connection.vendor, 0), [user_ids, cutoff, user_ids]
+    else:
+        sql, params = _presence_sql(connection.vendor, len(user_ids)), [*user_ids, cutoff,
+                                                                         *user_ids]
+    online, busy = set(), set()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for user_id, in_call in cursor.fetchall():
+            (busy if in_call else online).add(user_id)
     return {user_id: "busy" if user_id in busy else "online" if user_id in online else "offline"
             for user_id in user_ids}
+
+
+@lru_cache(maxsize=None)
+def _presence_sql(vendor: str, count: int) -> str:
+    """Rows (user_id, 0) for a fresh heartbeat and (user_id, 1) for a live call; ``count``
+    placeholders for the ids, or one array parameter on PostgreSQL (``count`` 0)."""
+    quote = connection.ops.quote_name
+    ids = "= ANY(%s)" if count == 0 else f"IN ({', '.join(['%s'] * count)})"
+    connection_user = quote(Connection._meta.get_field("user").column)
+    profile_user = quote(Profile._meta.get_field("user").column)
+    return (f"SELECT {connection_user}, 0 FROM {quote(Connection._meta.db_table)} "
+            f"WHERE {connection_user} {ids} AND {quote(_SEEN_AT.column)} >= %s "
+            f"UNION SELECT {profile_user}, 1 FROM {quote(Profile._meta.db_table)} "
+            f"WHERE {profile_user} {ids} "
+            f"AND {quote(Profile._meta.get_field('active_call').column)} IS NOT NULL")
 
 
 # The default watch list of a large community is drawn from this many of the user's latest calls.
