@@ -270,10 +270,12 @@ DUET_ICE_SERVERS = env_json("DUET_ICE_SERVERS", [])
 AGORA_APP_ID = os.environ.get("AGORA_APP_ID", "")
 AGORA_APP_CERTIFICATE = os.environ.get("AGORA_APP_CERTIFICATE", "")
 AGORA_TOKEN_TTL_S = env_int("AGORA_TOKEN_TTL_S", 3600)
-# Threads (and database connections) per web process for the sockets' database work. One keeps
-# Channels' default; more overlap PostgreSQL round trips, which helps while the database thread is
-# a process's bottleneck (one daphne process per core or fewer; see docs/benchmarks.md).
-DUET_DATABASE_THREADS = env_int("DUET_DATABASE_THREADS", 1)
+# Threads (and database connections) per web process for the sockets' database work. Two on
+# PostgreSQL: with prepared statements a node's one thread became its bottleneck near 45 call
+# cycles/s, two carry 50-55 on this machine's two cores (docs/benchmarks.md). One on SQLite,
+# which takes one writer at a time anyway.
+DUET_DATABASE_THREADS = env_int("DUET_DATABASE_THREADS",
+                                2 if DATABASES["default"]["ENGINE"] == "project.postgresql" else 1)
 # How long a participant whose every device dropped may take to come back.
 DUET_RECONNECT_GRACE_S = env_int("DUET_RECONNECT_GRACE_S", 20)
 # Devices refresh their presence this often; one silent for three intervals counts as gone.

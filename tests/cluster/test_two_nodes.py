@@ -59,9 +59,10 @@ def wait_for_port(port: int, process: subprocess.Popen) -> None:
     raise TimeoutError(f"port {port} did not open")
 
 
-# Node "two" runs the sockets' database work on several threads (DUET_DATABASE_THREADS), node
-# "one" on Channels' single thread: every cross-node flow below runs on both configurations.
-NODE_ENV = {"two": {"DUET_DATABASE_THREADS": "4"}}
+# Node "two" runs the sockets' database work on four threads (DUET_DATABASE_THREADS), node "one"
+# on a single thread: every cross-node flow below runs on both configurations (and the consumer
+# tests on the default, two on PostgreSQL).
+NODE_ENV = {"one": {"DUET_DATABASE_THREADS": "1"}, "two": {"DUET_DATABASE_THREADS": "4"}}
 
 
 class Cluster:
