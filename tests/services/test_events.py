@@ -33,12 +33,15 @@ async def test_in_a_server_the_after_work_runs_off_the_database_thread_after_the
         order.append("sent")
     layer.group_send = noting_send
     release = threading.Event()
+    finished = threading.Event()
     after_threads: list[str] = []
 
     def work(name):
         release.wait(5)  # held until the transaction's caller has its answer back
         after_threads.append(threading.current_thread().name)
         order.append(name)
+        if name == "second":
+            finished.set()
 
     # when a transaction stores an event with two pieces of after-work and commits
     def transact():
@@ -58,10 +61,7 @@ async def test_in_a_server_the_after_work_runs_off_the_database_thread_after_the
         release.set()
         message = await layer.receive(channel)
         assert message["events"][0]["frame"]["event"] == "test"
-        for _ in range(200):
-            if len(order) == 3:
-                break
-            await asyncio.sleep(0.01)
+        assert await asyncio.get_running_loop().run_in_executor(None, finished.wait, 5)
         # the event was sent first, then the work ran in order, on the after-thread
         assert order == ["sent", "first", "second"]
         assert after_threads == ["duet-after_0", "duet-after_0"]
