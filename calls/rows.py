@@ -19,6 +19,7 @@ from functools import lru_cache
 from django.conf import settings
 from django.db import connection, models
 
+
 class _PipelineState(threading.local):
     checks: list | None = None  # the open pipelined block's deferred checks, per thread
 
