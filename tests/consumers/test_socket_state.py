@@ -207,3 +207,28 @@ def test_call_partners_skip_inactive_users_and_keep_the_limit(alice, bob, carol,
     assert selectors.default_watch_list(user_id=carol.pk) == [alice.pk, bob.pk]
     assert selectors.recent_call_partners(user_id=carol.pk, limit=1) == [alice.pk]
     assert selectors.default_watch_list(user_id=alice.pk) == [carol.pk]
+
+
+# ---- a client gone before its disconnect arrives ----------------------------------------------
+
+
+async def test_an_event_for_a_client_already_gone_is_dropped_and_the_socket_lives_on():
+    # given a socket watching user 7, whose transport is daphne's for a client that has closed
+    # (a stand-in raising daphne's own exception: the race cannot be timed in a test)
+    from array import array
+
+    from autobahn.exception import Disconnected
+
+    consumer = CallConsumer()
+    consumer.channel_name = "test.gone"
+    consumer.watched = array("q", [7])
+    consumer.presence_sent = bytearray(1)
+
+    async def closed_transport(message):
+        raise Disconnected("Attempt to send on a closed protocol")
+    consumer.base_send = closed_transport
+    # when a presence change for user 7 reaches it before its disconnect does
+    await consumer.presence_changed({"type": "presence.changed", "user_id": 7, "status": "busy"})
+    # then nothing is raised (an exception would end the consumer before its disconnect ran,
+    # leaving the device's connection row and heartbeat behind) and the change is noted
+    assert consumer.presence_sent == bytearray([3])  # busy (PRESENCE_STATUSES, from 1)
