@@ -32,6 +32,7 @@ from calls.domain.machine import (
 )
 from calls.events import Outbox
 from calls.models import CallEvent, CallSession, Profile, Room
+from calls.timers import ring_slots
 
 User = get_user_model()
 
@@ -283,8 +284,7 @@ def _apply(*, call: CallSession, before: CallSnapshot | None, transition: Transi
             timeline.append(CallEvent(call=call, at=now, actor_id=user_id, kind="notified",
                                       payload=_notified_payload(effect, only, exclude)))
         elif isinstance(effect, StartRingTimer):
-            deadline = from_ms(effect.deadline_ms)
-            outbox.after_publish(lambda cid=call.call_id, at=deadline: schedule_ring_timeout(cid, at))
+            outbox.after_publish(lambda at=effect.deadline_ms, now=to_ms(now): arm_ring_timer(at, now))
         elif isinstance(effect, StopRingTimer):
             pass  # the timer task finds the call settled and does nothing
     if before is not None and before.phase.is_live and not snap.phase.is_live:
@@ -343,10 +343,16 @@ def _save(call: CallSession, changed: set[str]) -> None:
                 on_miss=missed)
 
 
-def schedule_ring_timeout(call_id: str, deadline: datetime) -> None:
-    from calls.tasks import ring_timeout_task
+def arm_ring_timer(deadline_ms: int, now_ms: int) -> None:
+    """Make sure a ring sweep runs once ``deadline_ms`` has passed (calls.timers: one task per
+    slot and process, not one per call)."""
+    ring_slots.arm(deadline_ms, now_ms=now_ms, schedule=schedule_ring_sweep)
 
-    ring_timeout_task.apply_async(args=[call_id], eta=deadline)
+
+def schedule_ring_sweep(at_ms: int) -> None:
+    from calls.tasks import ring_sweep_task
+
+    ring_sweep_task.apply_async(args=[at_ms], eta=from_ms(at_ms))
 
 
 # ---- dialing --------------------------------------------------------------------------------
@@ -655,15 +661,26 @@ def call_end_by_server(*, call_id: str, staff_user=None, now: datetime | None = 
                       record=Record("end_by_server", staff_user.pk if staff_user else None))
 
 
+# A sweep reads the calls it ends in batches of this many.
+SWEEP_BATCH = 500
+
+
 def calls_sweep_overdue(*, now: datetime | None = None) -> int:
-    """End every call whose ring deadline passed while its timer task was lost. Returns the count."""
+    """End every call still not connected at its ring deadline: the ring timer's slot task, and
+    housekeeping's catch for a lost one. Each call in its own transaction. Returns the count."""
     now = now or timezone.now()
-    overdue = list(CallSession.objects.filter(
-        phase__in=(Phase.ringing.value, Phase.accepted.value), deadline_at__lte=now,
-    ).values_list("call_id", flat=True)[:500])
-    for call_id in overdue:
-        call_timeout(call_id=call_id, now=now)
-    return len(overdue)
+    ended, seen = 0, set()
+    while True:
+        overdue = [call_id for call_id in CallSession.objects.filter(
+            phase__in=(Phase.ringing.value, Phase.accepted.value), deadline_at__lte=now,
+        ).order_by("deadline_at").values_list("call_id", flat=True)[:SWEEP_BATCH]
+            if call_id not in seen]
+        if not overdue:
+            return ended
+        for call_id in overdue:
+            seen.add(call_id)
+            if call_timeout(call_id=call_id, now=now).phase == Phase.ended.value:
+                ended += 1
 
 
 # Replies to client frames are kept this long: the spec's idempotency window.

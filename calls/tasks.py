@@ -4,12 +4,29 @@ All are idempotent: the machine ignores a timer that fires late or twice.
 """
 
 from celery import shared_task
+from django.utils import timezone
 
 from calls import devices, services
 
 
 @shared_task(acks_late=True)
+def ring_sweep_task(at_ms: int | None = None) -> int:
+    """A ring-timer slot has ended (calls.timers): end every call past its deadline.
+
+    ``at_ms`` is the slot's end on the clock of the process that set the deadlines: a worker whose
+    clock runs behind that one's (Celery compares the ETA with the worker's clock) still ends
+    the slot's calls instead of finding them not yet due.
+    """
+    now = timezone.now()
+    if at_ms is not None:
+        now = max(now, services.from_ms(at_ms))
+    return services.calls_sweep_overdue(now=now)
+
+
+@shared_task(acks_late=True)
 def ring_timeout_task(call_id: str) -> str:
+    """One call's ring timer: what dials scheduled before slot timers (calls.timers). Kept so
+    that the timers such a version left in the broker still run."""
     try:
         return services.call_timeout(call_id=call_id).phase
     except services.ServiceError as error:

@@ -263,6 +263,11 @@ DUET_EMBEDDED_WORKER = env_bool("DUET_EMBEDDED_WORKER", CELERY_BROKER_URL.starts
 
 # CallAPI's default ring time; a call may ask for 5 s to 120 s.
 DUET_RING_TIMEOUT_MS = env_int("DUET_RING_TIMEOUT_MS", 15000)
+# Ring timers run by slot (calls.timers): a call still not connected at its deadline ends at the
+# end of the slot holding it, one Celery task per slot and web process instead of one per call.
+DUET_RING_TIMER_SLOT_MS = env_int("DUET_RING_TIMER_SLOT_MS", 250)
+if not 1 <= DUET_RING_TIMER_SLOT_MS <= 5000:
+    raise RuntimeError("DUET_RING_TIMER_SLOT_MS must be 1 to 5000 (milliseconds)")
 # WebRTC ICE servers handed to clients, e.g. '[{"urls": "stun:stun.example.org:3478"}]'.
 # Empty is right on loopback and LANs; production behind NAT needs a STUN and a TURN server.
 DUET_ICE_SERVERS = env_json("DUET_ICE_SERVERS", [])

@@ -9,6 +9,17 @@ def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_ring_slots():
+    """Each test starts with no ring-timer slot remembered as scheduled (calls.timers): a slot
+    scheduled by an earlier test would keep this test's dial from scheduling its sweep."""
+    from calls.timers import ring_slots
+
+    ring_slots.forget()
+    yield
+    ring_slots.forget()
+
+
 @pytest.fixture
 def alice(db):
     return make_user("alice", display_name="Alice")

@@ -87,3 +87,8 @@ def test_an_unclear_yes_no_value_stops_the_start():
 def test_a_negative_health_check_interval_stops_the_start():
     assert "DATABASE_HEALTH_CHECK_INTERVAL must be 0 or more" in refused(
         DATABASE_HEALTH_CHECK_INTERVAL="-1")
+
+
+@pytest.mark.parametrize("value", ["0", "5001", "-250"])
+def test_a_ring_timer_slot_out_of_range_stops_the_start(value):
+    assert "DUET_RING_TIMER_SLOT_MS must be 1 to 5000" in refused(DUET_RING_TIMER_SLOT_MS=value)

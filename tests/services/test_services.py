@@ -256,25 +256,24 @@ def test_refused_intent_changes_nothing(pair, carol, action, actor, call_id, cod
 # ---- the ring timer -------------------------------------------------------------------------
 
 
-def queued_ring_timers(call_id: str) -> list[str]:
-    """ETAs of the ring timer tasks for ``call_id`` waiting in the broker's queue (Redis)."""
+def queued_ring_sweeps() -> list[str]:
+    """ETAs of the ring sweep tasks waiting in the broker's queue (Redis), in queue order."""
     client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
     try:
         messages = [json.loads(raw) for raw in
                     client.lrange(django_settings.CELERY_TASK_DEFAULT_QUEUE, 0, -1)]
     finally:
         client.close()
-    return [message["headers"]["eta"] for message in messages
-            if message["headers"]["task"] == "calls.tasks.ring_timeout_task"
-            and message["headers"]["argsrepr"] == repr([call_id])]
+    return sorted(message["headers"]["eta"] for message in messages
+                  if message["headers"]["task"] == "calls.tasks.ring_sweep_task")
 
 
-def drop_ring_timers(call_id: str) -> None:
-    """Remove this test's timers from the shared queue, so no worker ever runs them."""
+def drop_ring_sweeps() -> None:
+    """Remove the ring sweeps from the shared queue, so no worker ever runs them."""
     client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
     try:
         for raw in client.lrange(django_settings.CELERY_TASK_DEFAULT_QUEUE, 0, -1):
-            if json.loads(raw)["headers"]["argsrepr"] == repr([call_id]):
+            if json.loads(raw)["headers"]["task"] == "calls.tasks.ring_sweep_task":
                 client.lrem(django_settings.CELERY_TASK_DEFAULT_QUEUE, 0, raw)
     finally:
         client.close()
@@ -293,12 +292,35 @@ def test_dial_schedules_the_ring_timer_at_the_deadline_after_commit(
     t0 = start_time()
     # when alice calls bob and the transaction commits
     with django_capture_on_commit_callbacks(execute=True):
-        call = dial(alice, bob, now=t0).call
-    # then one timer task waits in the broker for the deadline
+        dial(alice, bob, now=t0)
+    # then one sweep waits in the broker for the deadline (t0 is a whole second: a slot's end)
     try:
-        assert queued_ring_timers(call.call_id) == [(t0 + timedelta(seconds=5)).isoformat()]
+        assert queued_ring_sweeps() == [(t0 + timedelta(seconds=5)).isoformat()]
     finally:
-        drop_ring_timers(call.call_id)
+        drop_ring_sweeps()
+
+
+@requires_redis_broker
+def test_calls_due_in_one_slot_share_one_sweep(settings, pair, carol, dave,
+                                               django_capture_on_commit_callbacks):
+    # given 250 ms slots and three pairs of users online
+    settings.DUET_RING_TIMER_SLOT_MS = 250
+    alice, bob = pair
+    erin, frank = make_user("erin"), make_user("frank")
+    for user in (carol, dave, erin, frank):
+        online(user, f"{user.username}-laptop")
+    t0 = start_time()
+    # when three 5 s calls are placed whose deadlines fall in the slots ending at 5.25 and 5.5 s
+    with django_capture_on_commit_callbacks(execute=True):
+        dial(alice, bob, now=t0 + timedelta(milliseconds=10))
+        dial(carol, dave, now=t0 + timedelta(milliseconds=250))
+        dial(erin, frank, now=t0 + timedelta(milliseconds=251))
+    # then the first two share the sweep at the end of their slot, the third has its own
+    try:
+        assert queued_ring_sweeps() == [(t0 + timedelta(milliseconds=ms)).isoformat()
+                                        for ms in (5250, 5500)]
+    finally:
+        drop_ring_sweeps()
 
 
 @requires_redis_broker
@@ -309,7 +331,7 @@ def test_the_dial_publishes_its_events_before_it_schedules_the_timer_and_presenc
 
     alice, bob = pair
     order = []
-    for module, name in ((events, "publish"), (services, "schedule_ring_timeout"),
+    for module, name in ((events, "publish"), (services, "arm_ring_timer"),
                          (devices, "presence_publish")):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: (
@@ -320,9 +342,9 @@ def test_the_dial_publishes_its_events_before_it_schedules_the_timer_and_presenc
     # then the invite went out first: the broker and presence work never delays it
     try:
         assert order[0] == "publish"
-        assert sorted(order[1:]) == ["presence_publish", "schedule_ring_timeout"]
+        assert sorted(order[1:]) == ["arm_ring_timer", "presence_publish"]
     finally:
-        drop_ring_timers(call.call_id)
+        drop_ring_sweeps()
 
 
 @requires_redis_broker
@@ -342,9 +364,9 @@ def test_ring_timer_fired_early_rearms_and_changes_nothing_else(
         assert (returned.phase, call.phase, call.ended_at) == ("ringing", "ringing", None)
         assert (seq_of(alice), seq_of(bob)) == seqs
         assert len(callbacks) == 1
-        assert queued_ring_timers(call.call_id) == [(t0 + timedelta(seconds=5)).isoformat()]
+        assert queued_ring_sweeps() == [(t0 + timedelta(seconds=5)).isoformat()]
     finally:
-        drop_ring_timers(call.call_id)
+        drop_ring_sweeps()
 
 
 def test_ring_timer_fired_less_than_a_millisecond_early_does_not_end_the_call(pair):
@@ -738,3 +760,20 @@ def test_sweeper_ends_overdue_ringing_and_accepted_calls_and_leaves_the_rest(db)
     assert [active_call_id(user) for user in users] == [
         None, None, None, None, due_later.call_id, due_later.call_id,
         connected.call_id, connected.call_id, None, None]
+
+
+def test_sweeper_ends_overdue_calls_past_one_batch(monkeypatch):
+    # given five overdue ringing calls and a sweep that reads two at a time
+    monkeypatch.setattr(services, "SWEEP_BATCH", 2)
+    users = [make_user(f"user{index}") for index in range(10)]
+    for user in users:
+        online(user, f"{user.username}-device")
+    t0 = start_time()
+    calls = [dial(users[2 * index], users[2 * index + 1], now=t0 - timedelta(seconds=20),
+                  device_id=f"user{2 * index}-device").call for index in range(5)]
+    # when the sweeper runs
+    swept = services.calls_sweep_overdue(now=t0)
+    # then every one of them ended by timeout
+    assert swept == 5
+    assert sorted(CallSession.objects.filter(pk__in=[c.pk for c in calls])
+                  .values_list("end_reason", flat=True)) == ["timeout"] * 5

@@ -1,8 +1,9 @@
 """The ring timer through a real Celery worker on the Redis broker of this test run.
 
-The dial schedules ``ring_timeout_task`` with an ETA at the call's deadline once its transaction
-commits; the worker (a thread, solo pool, consuming the run's own queue) fires it. The issue's
-requirement: a call nobody answers ends no earlier than its deadline and at most 0.5 s after it.
+Once its transaction commits, the dial makes sure a ``ring_sweep_task`` waits in the broker for
+the end of the deadline's slot (calls.timers); the worker (a thread, solo pool, consuming the
+run's own queue) runs it. The issue's requirement: a call nobody answers ends no earlier than its
+deadline and at most 0.5 s after it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from django.utils import timezone
 from calls import devices, services
 from calls.domain.machine import CallType, Milestone
 from calls.models import CallEvent, CallSession, Profile, UserEvent
-from calls.tasks import ring_timeout_task
+from calls.tasks import ring_sweep_task, ring_timeout_task
 from project.celery import app
 
 pytestmark = [
@@ -39,25 +40,30 @@ WORKER_GRACE_S = 5.0
 POLL_INTERVAL_S = 0.02
 
 
+SWEEP = "sweep"
+
+
 class TaskRuns:
-    """Every ring timer run the worker finished, by call id: a thing to wait on."""
+    """Every ring timer run the worker finished: sweeps under SWEEP, one call's timer under its
+    call id. A thing to wait on."""
 
     def __init__(self):
         self.runs: dict[str, list[tuple[str, object]]] = {}
         self.changed = threading.Condition()
 
     def record(self, sender=None, args=None, retval=None, state=None, **kwargs):
-        if sender is None or sender.name != ring_timeout_task.name:
+        if sender is None or sender.name not in (ring_timeout_task.name, ring_sweep_task.name):
             return
+        key = SWEEP if sender.name == ring_sweep_task.name else args[0]
         with self.changed:
-            self.runs.setdefault(args[0], []).append((state, retval))
+            self.runs.setdefault(key, []).append((state, retval))
             self.changed.notify_all()
 
-    def wait_for(self, call_id: str, count: int, *, timeout: float) -> list[tuple[str, object]]:
+    def wait_for(self, key: str, count: int, *, timeout: float) -> list[tuple[str, object]]:
         with self.changed:
-            assert self.changed.wait_for(lambda: len(self.runs.get(call_id, [])) >= count,
-                                         timeout), f"{count} run(s) of the timer of {call_id}"
-            return list(self.runs[call_id])
+            assert self.changed.wait_for(lambda: len(self.runs.get(key, [])) >= count,
+                                         timeout), f"{count} run(s) of the timer {key}"
+            return list(self.runs[key])
 
 
 def purge_run_queue() -> None:
@@ -144,21 +150,43 @@ def test_unanswered_call_ends_at_its_deadline(worker, pair):
         "active_call", flat=True)) == [None, None]
 
 
+def test_calls_due_in_one_slot_end_in_one_sweep(worker, task_runs, pair, carol, dave):
+    # given two unanswered calls whose deadlines fall in one slot
+    alice, bob = pair
+    devices.device_connect(user=carol, device_id="carol-laptop", channel_name="test.carol")
+    devices.device_connect(user=dave, device_id="dave-phone", channel_name="test.dave")
+    now = whole_millisecond_now()
+    first = dial(alice, bob, now=now)
+    second = services.call_start(caller=carol, device_id="carol-laptop", callee_id=dave.pk,
+                                 call_type=CallType.video, timeout_ms=RING_MS, now=now).call
+    # when the slot ends
+    runs = task_runs.wait_for(SWEEP, 1, timeout=RING_MS / 1000 + WORKER_GRACE_S)
+    # then one sweep ended both, by timeout, within 0.5 s after their deadline
+    assert runs == [("SUCCESS", 2)]
+    for call in (first, second):
+        call.refresh_from_db()
+        assert (call.phase, call.end_reason) == ("ended", "timeout")
+        assert 0 <= (call.ended_at - call.deadline_at).total_seconds() <= MAX_LATENESS_S
+
+
 def test_timer_run_again_for_an_ended_call_changes_nothing(worker, task_runs, pair):
-    # given a call whose deadline had passed when it was placed, ended by its timer
+    # given a call whose deadline had passed when it was placed, ended by its sweep
     alice, bob = pair
     call = dial(alice, bob, now=timezone.now() - timedelta(seconds=RING_MS / 1000 + 1))
-    assert task_runs.wait_for(call.call_id, 1, timeout=WORKER_GRACE_S) == [("SUCCESS", "ended")]
+    assert task_runs.wait_for(SWEEP, 1, timeout=WORKER_GRACE_S) == [("SUCCESS", 1)]
     call.refresh_from_db()
     before = (call.phase, call.end_reason, call.ended_at, call.version,
               CallEvent.objects.count(), UserEvent.objects.count())
-    # when the timer task runs twice more for it
+    # when a sweep runs again, and the call's own timer (what earlier versions queued) twice
+    ring_sweep_task.apply_async()
     ring_timeout_task.apply_async(args=[call.call_id])
     ring_timeout_task.apply_async(args=[call.call_id])
-    runs = task_runs.wait_for(call.call_id, 3, timeout=WORKER_GRACE_S)
-    # then both runs succeed and change nothing
+    sweeps = task_runs.wait_for(SWEEP, 2, timeout=WORKER_GRACE_S)
+    runs = task_runs.wait_for(call.call_id, 2, timeout=WORKER_GRACE_S)
+    # then every run succeeds and changes nothing
     call.refresh_from_db()
-    assert runs == [("SUCCESS", "ended")] * 3
+    assert sweeps == [("SUCCESS", 1), ("SUCCESS", 0)]
+    assert runs == [("SUCCESS", "ended")] * 2
     assert (call.phase, call.end_reason, call.ended_at, call.version,
             CallEvent.objects.count(), UserEvent.objects.count()) == before
     assert [row for row in heard(alice) if row[-1] == "callingTimeout"] == [
@@ -175,10 +203,10 @@ def test_call_connected_before_its_deadline_is_not_ended_by_the_timer(worker, ta
                                    milestone=Milestone.first_remote_frame)
     call.refresh_from_db()
     before = (call.phase, call.version, UserEvent.objects.count())
-    # when the timer fires at the deadline
-    runs = task_runs.wait_for(call.call_id, 1, timeout=RING_MS / 1000 + WORKER_GRACE_S)
-    # then it finds the call connected and leaves it so
+    # when the sweep runs at the end of the deadline's slot
+    runs = task_runs.wait_for(SWEEP, 1, timeout=RING_MS / 1000 + WORKER_GRACE_S)
+    # then it finds nothing to end and leaves the call connected
     call.refresh_from_db()
-    assert runs == [("SUCCESS", "connected")]
+    assert runs == [("SUCCESS", 0)]
     assert before == ("connected", call.version, UserEvent.objects.count())
     assert (call.phase, call.end_reason, call.ended_at) == ("connected", "", None)
