@@ -127,6 +127,7 @@ def main(argv: list[str]) -> int:
     cleanup: list[subprocess.Popen] = []
     run_id = uuid.uuid4().hex[:8]
     env = dict(os.environ)
+    pg = None
     try:
         pg = postgres_url()
         if pg:
@@ -176,6 +177,21 @@ def main(argv: list[str]) -> int:
     finally:
         for process in cleanup:
             process.terminate()
+        if pg and env.get("DUET_TEST_DB_NAME", "").startswith("test_duet_"):
+            drop_leftover_database(pg, env["DUET_TEST_DB_NAME"])
+
+
+def drop_leftover_database(url: str, name: str) -> None:
+    """pytest-django drops its test database unless a session is still attached to it (a
+    server thread's kept connection): then the database stayed on the machine, run after run."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url.replace("postgres://", "postgresql://"), connect_timeout=5,
+                             autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except psycopg.Error as error:
+        log(f"could not drop the test database {name}: {error}")
 
 
 if __name__ == "__main__":
