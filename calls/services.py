@@ -286,7 +286,7 @@ def _apply(*, call: CallSession, before: CallSnapshot | None, transition: Transi
         elif isinstance(effect, StartRingTimer):
             outbox.after_publish(lambda at=effect.deadline_ms, now=to_ms(now): arm_ring_timer(at, now))
         elif isinstance(effect, StopRingTimer):
-            pass  # the timer task finds the call settled and does nothing
+            pass  # the slot's sweep no longer selects a connected or ended call
     if before is not None and before.phase.is_live and not snap.phase.is_live:
         _release(call, profiles, outbox)
     _save(call, changed)

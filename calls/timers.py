@@ -15,11 +15,9 @@ housekeeping's sweep, as a lost per-call task was.
 
 from __future__ import annotations
 
-import logging
 import threading
-from django.conf import settings
 
-log = logging.getLogger(__name__)
+from django.conf import settings
 
 
 def slot_ms(deadline_ms: int, slot: int) -> int:
@@ -38,7 +36,7 @@ class SlotTimers:
         """Make sure a sweep runs at the end of ``deadline_ms``'s slot. ``schedule(at_ms)``
         publishes the task; it is called at most once per slot (again if it raised). Returns
         whether this call scheduled one."""
-        at = slot_ms(deadline_ms, max(1, settings.DUET_RING_TIMER_SLOT_MS))
+        at = slot_ms(deadline_ms, settings.DUET_RING_TIMER_SLOT_MS)
         with self._lock:
             if at in self._scheduled:
                 return False
