@@ -62,8 +62,8 @@ class CallSession(models.Model):
     callee = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                                related_name="calls_received")
     call_type = models.CharField(max_length=5, choices=_choices(CallType))
-    phase = models.CharField(max_length=10, choices=_choices(Phase), default=Phase.ringing.value,
-                             db_index=True)
+    # No index of its own: call_phase_deadline (phase, deadline_at) serves lookups by phase.
+    phase = models.CharField(max_length=10, choices=_choices(Phase), default=Phase.ringing.value)
     end_reason = models.CharField(max_length=20, choices=_choices(EndReason), blank=True)
     ended_by = models.CharField(max_length=6, choices=_choices(Side), blank=True)
     extension = models.JSONField(default=dict, blank=True)
@@ -115,7 +115,8 @@ class CallSession(models.Model):
 class CallEvent(models.Model):
     """One thing that happened to a call: an input applied, a notification sent, a milestone."""
 
-    call = models.ForeignKey(CallSession, on_delete=models.CASCADE, related_name="events")
+    call = models.ForeignKey(CallSession, on_delete=models.CASCADE, related_name="events",
+                             db_index=False)  # callevent_call_at (call, at) serves it
     at = models.DateTimeField()
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                               on_delete=models.SET_NULL, related_name="+")
@@ -135,13 +136,13 @@ class UserEvent(models.Model):
     """A server event for one user, kept so it can be re-sent until acknowledged or replayed."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                             related_name="+")
+                             related_name="+", db_index=False)  # userevent_user_seq serves it
     seq = models.BigIntegerField()
     call_id = models.CharField(max_length=32, blank=True)
     frame = models.JSONField()
     only_device = models.CharField(max_length=64, blank=True)
     except_device = models.CharField(max_length=64, blank=True)
-    created_at = models.DateTimeField()
+    created_at = models.DateTimeField(db_index=True)  # housekeeping prunes by age
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "seq"], name="userevent_user_seq")]
@@ -157,7 +158,7 @@ class Connection(models.Model):
 
     channel_name = models.CharField(max_length=200, unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                             related_name="+")
+                             related_name="+", db_index=False)  # connection_user_seen serves it
     device_id = models.CharField(max_length=64)
     connected_at = models.DateTimeField()
     seen_at = models.DateTimeField(db_index=True)
@@ -170,7 +171,7 @@ class ClientFrame(models.Model):
     """The reply given to a client frame, so a re-sent frame gets it again and does nothing new."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                             related_name="+")
+                             related_name="+", db_index=False)  # clientframe_user_frame serves it
     frame_id = models.CharField(max_length=64)
     reply = models.JSONField()
     created_at = models.DateTimeField(db_index=True)
