@@ -75,6 +75,14 @@ def main() -> None:
 
     from bench import procstat
 
+    def wal_lsn() -> str | None:
+        if connection.vendor != "postgresql":
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_lsn()")
+            return cursor.fetchone()[0]
+
+    wal_before = wal_lsn()
     postmaster = procstat.postmaster_pid()
     postgres_before = procstat.postgres_cpu_seconds(postmaster) if postmaster else 0.0
     cpu_before = time.process_time()
@@ -100,6 +108,7 @@ def main() -> None:
                   milestone="first_remote_frame")
             frame("hangup", caller, "a", consumers._hangup, call_id=call_id)
     cpu_ms = (time.process_time() - cpu_before) * 1000 / args.cycles
+    wal_after = wal_lsn()
     if profiler is not None:
         profiler.disable()
         import pstats
@@ -109,6 +118,13 @@ def main() -> None:
     postgres_ms = ((procstat.postgres_cpu_seconds(postmaster) - postgres_before) * 1000 / args.cycles
                    if postmaster else 0.0)
     total_queries = sum(c["queries"] for c in per_step.values())
+    if wal_before is not None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_wal_lsn_diff(%s, %s)", [wal_after, wal_before])
+            wal_bytes = float(cursor.fetchone()[0]) / args.cycles
+        print(f"WAL per cycle: {wal_bytes / 1024:.1f} KiB, {wal_before} to {wal_after} (pg_waldump; "
+              "PostgreSQL's whole instance: run "
+              "it on a quiet machine)")
     print(f"per cycle ({args.cycles} cycles): {total_queries / args.cycles:.1f} queries, "
           f"{sum(seconds.values()) * 1000 / args.cycles:.1f} ms in the database thread, "
           f"{cpu_ms:.1f} ms CPU in Python (Django + psycopg), {postgres_ms:.1f} ms CPU in "
