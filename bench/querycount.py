@@ -37,14 +37,14 @@ def main() -> None:
     from django.db import connection
 
     from bench.users import prepare_users, reset_call_tables
-    from calls import consumers, events, protocol, services
+    from calls import consumers, devices, events, protocol, services
 
-    events.publish = lambda rows: None  # no layer here: count the database alone
+    # no layer here: count the database alone (presence queries still run, their sends do not)
+    events.publish = lambda rows: None
+    devices.send_to_group = lambda group, message: None
     reset_call_tables()
     users = prepare_users(max(2, args.population))[:2]
     caller, callee = (get_user_model().objects.get(pk=u.user_id) for u in users)
-    from calls import devices
-
     devices.device_connect(user=caller, device_id="a", channel_name="bench.a")
     devices.device_connect(user=callee, device_id="b", channel_name="bench.b")
 
@@ -53,11 +53,14 @@ def main() -> None:
     statements: dict[str, list[str]] = defaultdict(list)
     current = {"step": ""}
 
-    def count(execute, sql, params, many, context):
+    def count(sql):
+        if not current["step"]:
+            return  # the benchmark's own reads, before and after the cycles
         per_step[current["step"]]["queries"] += 1
         if args.show_sql and len(statements[current["step"]]) < 40:
-            statements[current["step"]].append(sql[:160])
-        return execute(sql, params, many, context)
+            statements[current["step"]].append(str(sql)[:160])
+
+    count_statements(connection, count)
 
     ids = iter(range(1, 10**9))
 
@@ -92,22 +95,22 @@ def main() -> None:
 
         profiler = cProfile.Profile(time.process_time)
         profiler.enable()
-    with connection.execute_wrapper(count):
-        for _ in range(args.cycles):
-            data = frame("call", caller, "a", consumers._call, to=callee.pk, call_type="video",
-                         timeout_ms=5000)
-            call_id = data["call_id"]
-            current["step"] = "ack (delivered)"
-            started = time.perf_counter()
-            services.call_mark_delivered(call_id=call_id, device_id="b")
-            seconds["ack (delivered)"] += time.perf_counter() - started
-            frame("accept", callee, "b", consumers._accept, call_id=call_id)
-            frame("media (callee)", callee, "b", consumers._media, call_id=call_id,
-                  milestone="first_remote_frame")
-            frame("media (caller)", caller, "a", consumers._media, call_id=call_id,
-                  milestone="first_remote_frame")
-            frame("hangup", caller, "a", consumers._hangup, call_id=call_id)
+    for _ in range(args.cycles):
+        data = frame("call", caller, "a", consumers._call, to=callee.pk, call_type="video",
+                     timeout_ms=5000)
+        call_id = data["call_id"]
+        current["step"] = "ack (delivered)"
+        started = time.perf_counter()
+        services.call_mark_delivered(call_id=call_id, device_id="b")
+        seconds["ack (delivered)"] += time.perf_counter() - started
+        frame("accept", callee, "b", consumers._accept, call_id=call_id)
+        frame("media (callee)", callee, "b", consumers._media, call_id=call_id,
+              milestone="first_remote_frame")
+        frame("media (caller)", caller, "a", consumers._media, call_id=call_id,
+              milestone="first_remote_frame")
+        frame("hangup", caller, "a", consumers._hangup, call_id=call_id)
     cpu_ms = (time.process_time() - cpu_before) * 1000 / args.cycles
+    current["step"] = ""
     wal_after = wal_lsn()
     if profiler is not None:
         profiler.disable()
@@ -134,6 +137,31 @@ def main() -> None:
               f"{seconds[step] * 1000 / args.cycles:6.2f} ms")
         for sql in statements.get(step, [])[:40] if args.show_sql else []:
             print(f"      {sql}")
+
+
+def count_statements(connection, count) -> None:
+    """Call ``count(sql)`` for every statement the connection's cursors run, at psycopg's cursor.
+
+    Counted there, and not with Django's ``execute_wrapper``, because the call transactions'
+    statements skip Django's cursor wrapper when no wrapper is installed (calls.rows): a wrapper
+    would count them by sending them down Django's slower path, and time that path instead.
+    """
+    if connection.vendor != "postgresql":
+        raise SystemExit("querycount needs PostgreSQL (DUET_BENCH_DATABASE_URL)")
+    connection.ensure_connection()
+    raw = connection.connection
+    base = raw.cursor_factory
+
+    class CountingCursor(base):
+        def execute(self, query, params=None, **kwargs):
+            count(query)
+            return super().execute(query, params, **kwargs)
+
+        def executemany(self, query, params_seq, **kwargs):
+            count(query)
+            return super().executemany(query, params_seq, **kwargs)
+
+    raw.cursor_factory = CountingCursor
 
 
 if __name__ == "__main__":

@@ -15,16 +15,18 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 
+from calls import rows as statements
 from calls.models import Profile, UserEvent
-from calls.rows import insert
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,19 @@ def user_group(user_id: int) -> str:
 
 USER_EVENT_FIELDS = ("user", "seq", "call_id", "frame", "only_device", "except_device",
                      "created_at")
+
+
+class StoredEvent(NamedTuple):
+    """A ``UserEvent`` row as this transaction writes it: its values in ``USER_EVENT_FIELDS``
+    order (the insert takes it as it is; no model instance is made for a row only written)."""
+
+    user_id: int
+    seq: int
+    call_id: str
+    frame: dict
+    only_device: str
+    except_device: str
+    created_at: datetime
 
 
 @dataclass
@@ -68,7 +83,7 @@ class Outbox:
             except_device: str = "") -> None:
         self.events.append(PendingEvent(user_id, frame, call_id, only_device, except_device))
 
-    def flush(self, profiles: dict[int, Profile]) -> list[UserEvent]:
+    def flush(self, profiles: dict[int, Profile]) -> list[StoredEvent]:
         """Store the events, with seqs from the locked ``profiles``, and publish after commit."""
         rows = []
         for pending in self.events:
@@ -76,23 +91,21 @@ class Outbox:
             profile.event_seq += 1
             self.dirty.setdefault(pending.user_id, set()).add("event_seq")
             frame = {"type": "event", "seq": profile.event_seq, **pending.frame}
-            rows.append(UserEvent(user_id=pending.user_id, seq=profile.event_seq,
-                                  call_id=pending.call_id, frame=frame,
-                                  only_device=pending.only_device,
-                                  except_device=pending.except_device, created_at=self.now))
+            rows.append(StoredEvent(pending.user_id, profile.event_seq, pending.call_id, frame,
+                                    pending.only_device, pending.except_device, self.now))
         save_profiles([profiles[user_id] for user_id in sorted(self.dirty)],
                       sorted(set().union(*self.dirty.values())) if self.dirty else [])
         self.dirty = {}
         afterwards, self.afterwards = self.afterwards, []
         if rows:
-            insert(UserEvent, USER_EVENT_FIELDS, rows)
+            statements.insert_values(UserEvent, USER_EVENT_FIELDS, rows)
             self.events = []
         if rows or afterwards:
             transaction.on_commit(lambda: _publish_then(rows, afterwards))
         return rows
 
 
-def _publish_then(rows: list[UserEvent], afterwards: list) -> None:
+def _publish_then(rows: list[StoredEvent], afterwards: list) -> None:
     sent = publish(rows) if rows else []
     if not afterwards:
         return
@@ -154,13 +167,13 @@ def save_profiles(rows: list[Profile], field_names: list[str]) -> None:
         for profile in rows:
             params += [profile.pk, getattr(profile, attname)]
     params += [profile.pk for profile in rows]
-    with connection.cursor() as cursor:
-        cursor.execute(_profiles_update_sql(tuple(field_names), len(rows), connection.vendor),
-                       params)
+    statements.execute(_profiles_update_sql(tuple(field_names), len(rows),
+                                            statements.database().vendor), params)
 
 
 @lru_cache(maxsize=None)
 def _profiles_update_sql(field_names: tuple[str, ...], count: int, vendor: str) -> str:
+    connection = statements.database()
     quote = connection.ops.quote_name
     pk_column = quote(Profile._meta.pk.column)
     cases = " ".join(["WHEN %s THEN %s"] * count)
@@ -173,12 +186,12 @@ def _profiles_update_sql(field_names: tuple[str, ...], count: int, vendor: str) 
             f"WHERE {pk_column} IN ({', '.join(['%s'] * count)})")
 
 
-def wire_event(row: UserEvent) -> dict:
+def wire_event(row: StoredEvent | UserEvent) -> dict:
     """What travels through the channel layer for one stored event."""
     return {"frame": row.frame, "only": row.only_device, "except": row.except_device}
 
 
-def publish(rows: list[UserEvent]) -> list[Future | None]:
+def publish(rows: list[StoredEvent | UserEvent]) -> list[Future | None]:
     """Send stored events to their users' groups: one layer message per user. Returns the sends
     handed to the server's loop (see :func:`send_to_group`)."""
     by_user: dict[int, list[dict]] = {}

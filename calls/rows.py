@@ -7,7 +7,20 @@ write the same rows with one hand-built statement each, converting every value w
 field's own ``get_db_prep_save`` (so JSON, datetimes and foreign keys are stored exactly as the
 ORM stores them, on PostgreSQL and SQLite alike). The statements are cached per model and shape.
 
-Reads stay with the ORM: they return model instances the services work with.
+Two more costs are left out here, both measured (docs/benchmarks.md, "Statements without
+Django's per-statement layers"):
+
+- ``django.db.connection`` is a proxy that finds the thread's connection again on every attribute
+  read (an asgiref ``Local`` lookup); the conversions read it a few hundred times per cycle. These
+  helpers look the wrapper up once per statement (:func:`database`) and hand that on.
+- Inside a transaction on PostgreSQL a statement runs on a cursor of the open psycopg connection,
+  not through Django's cursor wrapper (its async check, connection check and execute wrappers),
+  still under Django's error mapping (``IntegrityError`` stays ``IntegrityError``). Django's own
+  path is kept wherever something listens to it: debug query logging (``DEBUG``,
+  ``assertNumQueries``), ``execute_wrapper`` instrumentation, SQLite, and outside a transaction.
+
+Reads stay with the ORM's model instances: the services work with them. Writes take plain
+values (:func:`insert_values`): a row that is only written needs no model instance.
 """
 
 from __future__ import annotations
@@ -17,7 +30,31 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
+
+
+def database():
+    """The default database's wrapper itself (not the proxy ``django.db.connection``)."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
+@contextmanager
+def cursor(db):
+    """A cursor for one of these statements: the open psycopg connection's own inside a
+    PostgreSQL transaction that nothing instruments, Django's cursor otherwise."""
+    raw = db.connection
+    if (raw is None or not db.in_atomic_block or db.vendor != "postgresql" or db.execute_wrappers
+            or db.force_debug_cursor or settings.DEBUG):
+        with db.cursor() as wrapped:
+            yield wrapped
+        return
+    db.validate_no_broken_transaction()
+    with db.wrap_database_errors:
+        plain = raw.cursor()
+        try:
+            yield plain
+        finally:
+            plain.close()
 
 
 class _PipelineState(threading.local):
@@ -41,15 +78,16 @@ def pipelined():
     inside the caller's transaction. Nested blocks join the outer one. Elsewhere (SQLite, or
     ``DATABASE_PIPELINE`` off) each statement waits as usual.
     """
-    if _pipeline.checks is not None or not _pipelines_on():
+    db = database()
+    if _pipeline.checks is not None or not _pipelines_on(db):
         yield
         return
-    connection.ensure_connection()
+    db.ensure_connection()
     checks: list = []
     _pipeline.checks = checks
     try:
-        with connection.wrap_database_errors:
-            with connection.connection.pipeline():
+        with db.wrap_database_errors:
+            with db.connection.pipeline():
                 yield
     finally:
         _pipeline.checks = None
@@ -57,8 +95,8 @@ def pipelined():
         check()
 
 
-def _pipelines_on() -> bool:
-    return connection.vendor == "postgresql" and settings.DATABASE_PIPELINE
+def _pipelines_on(db) -> bool:
+    return db.vendor == "postgresql" and settings.DATABASE_PIPELINE
 
 
 @lru_cache(maxsize=None)
@@ -68,35 +106,43 @@ def _fields(model: type[models.Model], names: tuple[str, ...]) -> tuple[models.F
 
 @lru_cache(maxsize=None)
 def _insert_sql(model: type[models.Model], names: tuple[str, ...], count: int, vendor: str) -> str:
-    quote = connection.ops.quote_name
+    quote = database().ops.quote_name
     columns = ", ".join(quote(field.column) for field in _fields(model, names))
     row = "(" + ", ".join(["%s"] * len(names)) + ")"
     return (f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES "
             + ", ".join([row] * count))
 
 
-def insert(model: type[models.Model], names: tuple[str, ...], rows: list[models.Model]) -> None:
-    """INSERT ``rows`` (unsaved instances of ``model``) in one statement, writing ``names``.
+def insert_values(model: type[models.Model], names: tuple[str, ...], rows) -> None:
+    """INSERT ``rows`` of ``model`` in one statement: each row is a sequence of the values of
+    ``names``, as the model's attributes hold them (a foreign key by its id).
 
     The primary keys are not read back: callers of this do not need them. A unique or foreign key
     violation raises ``IntegrityError`` as ``save()`` would.
     """
     if not rows:
         return
+    db = database()
     fields = _fields(model, names)
     params = []
     for row in rows:
-        for field in fields:
-            params.append(field.get_db_prep_save(getattr(row, field.attname), connection))
-    with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(model, names, len(rows), connection.vendor), params)
+        for field, value in zip(fields, row):
+            params.append(field.get_db_prep_save(value, db))
+    with cursor(db) as statement:
+        statement.execute(_insert_sql(model, names, len(rows), db.vendor), params)
+
+
+def insert(model: type[models.Model], names: tuple[str, ...], rows: list[models.Model]) -> None:
+    """:func:`insert_values` for unsaved instances of ``model``."""
+    fields = _fields(model, names)
+    insert_values(model, names, [[getattr(row, field.attname) for field in fields] for row in rows])
 
 
 @lru_cache(maxsize=None)
 def _create_parts(model: type[models.Model], vendor: str) -> tuple[tuple[str, ...], str]:
     names = tuple(field.name for field in model._meta.concrete_fields
                   if field is not model._meta.auto_field)
-    returning = f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
+    returning = f" RETURNING {database().ops.quote_name(model._meta.pk.column)}"
     return names, _insert_sql(model, names, 1, vendor) + returning
 
 
@@ -107,21 +153,22 @@ def create(instance: models.Model) -> None:
     For models without ``pre_save`` work (no ``auto_now`` fields) and without ``post_save``
     receivers that the caller needs: the point is to skip both.
     """
+    db = database()
     model = type(instance)
-    names, sql = _create_parts(model, connection.vendor)
-    params = [field.get_db_prep_save(getattr(instance, field.attname), connection)
+    names, sql = _create_parts(model, db.vendor)
+    params = [field.get_db_prep_save(getattr(instance, field.attname), db)
               for field in _fields(model, names)]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        instance.pk = cursor.fetchone()[0]
+    with cursor(db) as statement:
+        statement.execute(sql, params)
+        instance.pk = statement.fetchone()[0]
     instance._state.adding = False
-    instance._state.db = connection.alias
+    instance._state.db = db.alias
 
 
 @lru_cache(maxsize=None)
 def _update_sql(model: type[models.Model], names: tuple[str, ...], guard: str | None,
                 vendor: str) -> str:
-    quote = connection.ops.quote_name
+    quote = database().ops.quote_name
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in _fields(model, names))
     where = f"{quote(model._meta.pk.column)} = %s"
     if guard is not None:
@@ -134,28 +181,36 @@ def update(instance: models.Model, names: tuple[str, ...], *, guard: str | None 
     """UPDATE ``names`` of ``instance``'s row (if ``guard`` is given, only while that column still
     equals ``guard_value``). ``on_miss()`` is called when no row changed: at once, or inside a
     :func:`pipelined` block once the block's statements are answered (before it ends)."""
+    db = database()
     model = type(instance)
     fields = _fields(model, names)
-    params = [field.get_db_prep_save(getattr(instance, field.attname), connection)
-              for field in fields]
+    params = [field.get_db_prep_save(getattr(instance, field.attname), db) for field in fields]
     params.append(instance.pk)
     if guard is not None:
         params.append(guard_value)
-    with connection.cursor() as cursor:
-        cursor.execute(_update_sql(model, names, guard, connection.vendor), params)
+    with cursor(db) as statement:
+        statement.execute(_update_sql(model, names, guard, db.vendor), params)
         if on_miss is None:
             return
         checks = _pipeline.checks
         if checks is None:
-            if cursor.rowcount != 1:
+            if statement.rowcount != 1:
                 on_miss()
             return
-        raw = cursor.cursor  # psycopg's cursor: its rowcount is set when the block syncs
+        # psycopg's cursor: its rowcount is set when the block syncs
+        raw = getattr(statement, "cursor", statement)
 
         def check():
             if raw.rowcount != 1:
                 on_miss()
         checks.append(check)
+
+
+def execute(sql: str, params) -> None:
+    """Run one hand-built write whose answer nobody reads (see :func:`cursor`)."""
+    db = database()
+    with cursor(db) as statement:
+        statement.execute(sql, params)
 
 
 # ---- locked reads ---------------------------------------------------------------------------
@@ -164,38 +219,41 @@ def update(instance: models.Model, names: tuple[str, ...], *, guard: str | None 
 @lru_cache(maxsize=None)
 def _reader(model: type[models.Model]):
     """The model's concrete fields with the converters the ORM applies to each column."""
+    db = database()
     alias = model._meta.db_table
     fields = tuple(model._meta.concrete_fields)
     converters = []
     for field in fields:
         col = field.get_col(alias)
-        converters.append((col, tuple(connection.ops.get_db_converters(col))
-                           + tuple(col.get_db_converters(connection))))
-    quote = connection.ops.quote_name
+        converters.append((col, tuple(db.ops.get_db_converters(col))
+                           + tuple(col.get_db_converters(db))))
+    quote = db.ops.quote_name
     columns = tuple(f"{quote(alias)}.{quote(field.column)}" for field in fields)
     return fields, tuple(converters), columns, [field.attname for field in fields]
 
 
-def _build(model: type[models.Model], values) -> models.Model:
+def _build(db, model: type[models.Model], values) -> models.Model:
     _, converting, _, attnames = _reader(model)
     converted = []
     for (col, converters), value in zip(converting, values):
         for converter in converters:
-            value = converter(value, col, connection)
+            value = converter(value, col, db)
         converted.append(value)
-    return model.from_db(connection.alias, attnames, converted)
+    return model.from_db(db.alias, attnames, converted)
 
 
+@lru_cache(maxsize=None)
 def column(model: type[models.Model], name: str) -> str:
     """``table.column`` of a model field, quoted, for the ``where`` of :func:`select_for_update`."""
-    quote = connection.ops.quote_name
+    quote = database().ops.quote_name
     return f"{quote(model._meta.db_table)}.{quote(model._meta.get_field(name).column)}"
 
 
 @lru_cache(maxsize=None)
 def _select_sql(model: type[models.Model], where: str, related: str | None, order_by: str | None,
                 vendor: str) -> str:
-    quote = connection.ops.quote_name
+    db = database()
+    quote = db.ops.quote_name
     table = quote(model._meta.db_table)
     columns = list(_reader(model)[2])
     join = ""
@@ -209,9 +267,9 @@ def _select_sql(model: type[models.Model], where: str, related: str | None, orde
     sql = f"SELECT {', '.join(columns)} FROM {table}{join} WHERE {where}"
     if order_by is not None:
         sql += f" ORDER BY {column(model, order_by)}"
-    if connection.features.has_select_for_update:
+    if db.features.has_select_for_update:
         sql += " FOR UPDATE"
-        if related is not None and connection.features.has_select_for_update_of:
+        if related is not None and db.features.has_select_for_update_of:
             sql += f" OF {table}"
     return sql
 
@@ -221,14 +279,15 @@ def select_for_update(model: type[models.Model], where: str, params, *, related:
     """Rows of ``model`` matching ``where`` (SQL over :func:`column` names), locked for this
     transaction (only ``model``'s rows, not the joined ones). ``related`` names a foreign key whose
     row is read in the same statement and cached on each instance, as ``select_related`` does."""
+    db = database()
     target = model._meta.get_field(related) if related is not None else None
     width = len(_reader(model)[0])
     found = []
-    with connection.cursor() as cursor:
-        cursor.execute(_select_sql(model, where, related, order_by, connection.vendor), params)
-        for values in cursor.fetchall():
-            instance = _build(model, values[:width])
+    with cursor(db) as statement:
+        statement.execute(_select_sql(model, where, related, order_by, db.vendor), params)
+        for values in statement.fetchall():
+            instance = _build(db, model, values[:width])
             if target is not None:
-                target.set_cached_value(instance, _build(target.related_model, values[width:]))
+                target.set_cached_value(instance, _build(db, target.related_model, values[width:]))
             found.append(instance)
     return found

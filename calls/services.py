@@ -18,9 +18,10 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
+from functools import lru_cache
 
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from calls import media, rows, selectors
@@ -267,8 +268,8 @@ def _apply(*, call: CallSession, before: CallSnapshot | None, transition: Transi
         if isinstance(effect, Stamp) and getattr(call, f"{effect.name}_at") is None:
             setattr(call, f"{effect.name}_at", now)
             changed.add(f"{effect.name}_at")
-    timeline = [CallEvent(call=call, at=now, actor_id=record.actor_id, device_id=record.device_id,
-                          kind=record.kind, payload=record.payload or {})]
+    # CALL_EVENT_FIELDS' values: rows only written need no model instance (calls.rows)
+    timeline = [(call.pk, now, record.actor_id, record.device_id, record.kind, record.payload or {})]
     for effect in transition.effects:
         if isinstance(effect, (SendState, SendEvent)):
             user_id = snap.user_of(effect.side)
@@ -281,8 +282,8 @@ def _apply(*, call: CallSession, before: CallSnapshot | None, transition: Transi
             for frame in frames:
                 outbox.add(user_id, frame, call_id=call.call_id, only_device=only,
                            except_device=exclude)
-            timeline.append(CallEvent(call=call, at=now, actor_id=user_id, kind="notified",
-                                      payload=_notified_payload(effect, only, exclude)))
+            timeline.append((call.pk, now, user_id, "", "notified",
+                             _notified_payload(effect, only, exclude)))
         elif isinstance(effect, StartRingTimer):
             outbox.after_publish(lambda at=effect.deadline_ms, now=to_ms(now): arm_ring_timer(at, now))
         elif isinstance(effect, StopRingTimer):
@@ -290,7 +291,7 @@ def _apply(*, call: CallSession, before: CallSnapshot | None, transition: Transi
     if before is not None and before.phase.is_live and not snap.phase.is_live:
         _release(call, profiles, outbox)
     _save(call, changed)
-    rows.insert(CallEvent, CALL_EVENT_FIELDS, timeline)
+    rows.insert_values(CallEvent, CALL_EVENT_FIELDS, timeline)
 
 
 def _notified_payload(effect, only: str, exclude: str) -> dict:
@@ -452,10 +453,11 @@ def _participants(call_id: str) -> tuple[int, int]:
     return row
 
 
+@lru_cache(maxsize=None)
 def _participants_where() -> str:
     """Two scalar subqueries: PostgreSQL looks both users up by index (a BitmapOr). ``IN`` over
     subqueries made it scan every profile (bench/patches/07 has the EXPLAIN ANALYZE)."""
-    table = connection.ops.quote_name(CallSession._meta.db_table)
+    table = rows.database().ops.quote_name(CallSession._meta.db_table)
     by_id = f"{rows.column(CallSession, 'call_id')} = %s"
     user = rows.column(Profile, "user")
     return (f"{user} = (SELECT {rows.column(CallSession, 'caller')} FROM {table} WHERE {by_id}) OR "
@@ -721,8 +723,8 @@ def client_frame_once(*, user, frame_id: str, handle) -> dict:
             "reply", flat=True).first()
 
     def store_reply(reply: dict) -> None:
-        rows.insert(ClientFrame, CLIENT_FRAME_FIELDS, [ClientFrame(
-            user_id=user.pk, frame_id=frame_id, reply=reply, created_at=timezone.now())])
+        rows.insert_values(ClientFrame, CLIENT_FRAME_FIELDS,
+                           [(user.pk, frame_id, reply, timezone.now())])
 
     try:
         try:

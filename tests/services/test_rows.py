@@ -175,3 +175,76 @@ def test_select_for_update_caches_the_joined_row_and_orders(alice, bob, django_a
         names = [profile.user.get_username() for profile in found]
     assert [profile.user_id for profile in found] == sorted(ids)
     assert names == [user.get_username() for user in sorted([alice, bob], key=lambda u: u.pk)]
+
+
+def test_insert_values_takes_plain_rows_in_the_order_of_the_names(alice, bob):
+    call = make_call(alice, bob)
+    at = timezone.now()
+    rows.insert_values(CallEvent, ("call", "at", "actor", "device_id", "kind", "payload"),
+                       [(call.pk, at, alice.pk, "p", "dial", {"n": 1}),
+                        (call.pk, at, None, "", "notified", {})])
+    stored = list(CallEvent.objects.filter(call=call).order_by("id")
+                  .values_list("actor_id", "device_id", "kind", "payload"))
+    assert stored == [(alice.pk, "p", "dial", {"n": 1}), (None, "", "notified", {})]
+
+
+def _cursor_kind() -> str:
+    from django.db.backends.utils import CursorWrapper
+
+    with rows.cursor(rows.database()) as cursor:
+        return "django" if isinstance(cursor, CursorWrapper) else "driver"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statements_skip_djangos_cursor_wrapper_only_inside_a_postgresql_transaction(alice):
+    from django.db import connection
+
+    with transaction.atomic():
+        inside = _cursor_kind()
+    assert _cursor_kind() == "django"  # autocommit: Django's cursor, with its connection checks
+    assert inside == ("driver" if connection.vendor == "postgresql" else "django")
+
+
+def test_whatever_listens_to_djangos_cursor_still_sees_every_statement(alice):
+    """execute_wrapper instrumentation and query logging (DEBUG, assertNumQueries) get Django's
+    cursor, so they see these statements as they see the ORM's."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    seen = []
+
+    def listen(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    names = ("user", "frame_id", "reply", "created_at")
+    with transaction.atomic(), connection.execute_wrapper(listen):
+        assert _cursor_kind() == "django"
+        rows.insert_values(ClientFrame, names, [(alice.pk, "w1", {}, timezone.now())])
+    assert len(seen) == 1 and seen[0].startswith("INSERT INTO")
+    with transaction.atomic(), CaptureQueriesContext(connection) as captured:
+        rows.insert_values(ClientFrame, names, [(alice.pk, "w2", {}, timezone.now())])
+    assert [query["sql"][:11] for query in captured.captured_queries] == ["INSERT INTO"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_driver_error_on_the_plain_cursor_is_djangos_and_marks_the_connection(alice):
+    """A statement that fails on the driver's own cursor raises Django's exception class, and an
+    error that may have broken the connection is noted for Django's end-of-work check, as
+    through Django's cursor."""
+    from django.db import DatabaseError, connection
+
+    with transaction.atomic():
+        connection.errors_occurred = False
+        with pytest.raises(DatabaseError) as raised, transaction.atomic():
+            rows.execute("SELECT no_such_column FROM calls_clientframe", [])
+        broken = connection.errors_occurred  # (a commit or rollback clears it)
+    assert type(raised.value).__module__ == "django.db.utils"
+    assert broken
+    with transaction.atomic():
+        with pytest.raises(IntegrityError), transaction.atomic():
+            rows.insert_values(ClientFrame, ("user", "frame_id", "reply", "created_at"),
+                               [(alice.pk, "d", {}, timezone.now()),
+                                (alice.pk, "d", {}, timezone.now())])
+        broken = connection.errors_occurred
+    assert not broken  # a broken constraint leaves the connection sound
