@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
+from datetime import datetime
 from functools import lru_cache
 
 from django.conf import settings
@@ -104,6 +105,54 @@ def _fields(model: type[models.Model], names: tuple[str, ...]) -> tuple[models.F
     return tuple(model._meta.get_field(name) for name in names)
 
 
+# Field types whose values the services hand over already as the driver takes them, on
+# PostgreSQL: a value of exactly the expected type goes as it is; anything else (None, a str for
+# an int, an expression) still goes through the field's own ``get_db_prep_save``.
+_EXACT_TYPES = {
+    "CharField": str, "TextField": str, "BooleanField": bool, "IntegerField": int,
+    "BigIntegerField": int, "SmallIntegerField": int, "PositiveIntegerField": int,
+    "PositiveSmallIntegerField": int, "PositiveBigIntegerField": int, "AutoField": int,
+    "BigAutoField": int,
+}
+
+
+def _preparer(field: models.Field, vendor: str):
+    """``prepare(value, db)``: the value as ``field.get_db_prep_save(value, db)`` gives it, without
+    its layers of calls for the plain values a call transaction writes (docs/benchmarks.md,
+    "Statements without Django's per-statement layers"). tests/services/test_rows.py checks each
+    against the field's own conversion."""
+    general = field.get_db_prep_save
+    if vendor != "postgresql":
+        return general
+    if field.is_relation:
+        return _preparer(field.target_field, vendor)
+    internal = field.get_internal_type()
+    exact = _EXACT_TYPES.get(internal)
+    if exact is not None:
+        def prepare(value, db):
+            return value if type(value) is exact else general(value, db)
+    elif internal == "DateTimeField":  # PostgreSQL's adapt_datetimefield_value keeps the value
+        def prepare(value, db):
+            if type(value) is datetime and value.tzinfo is not None:
+                return value
+            return general(value, db)
+    elif internal == "JSONField":
+        encoder = field.encoder
+
+        def prepare(value, db):
+            if type(value) is dict or type(value) is list:
+                return db.ops.adapt_json_value(value, encoder)
+            return general(value, db)
+    else:
+        return general
+    return prepare
+
+
+@lru_cache(maxsize=None)
+def _preparers(model: type[models.Model], names: tuple[str, ...], vendor: str) -> tuple:
+    return tuple(_preparer(field, vendor) for field in _fields(model, names))
+
+
 @lru_cache(maxsize=None)
 def _insert_sql(model: type[models.Model], names: tuple[str, ...], count: int, vendor: str) -> str:
     quote = database().ops.quote_name
@@ -123,11 +172,11 @@ def insert_values(model: type[models.Model], names: tuple[str, ...], rows) -> No
     if not rows:
         return
     db = database()
-    fields = _fields(model, names)
+    preparers = _preparers(model, names, db.vendor)
     params = []
     for row in rows:
-        for field, value in zip(fields, row):
-            params.append(field.get_db_prep_save(value, db))
+        for prepare, value in zip(preparers, row):
+            params.append(prepare(value, db))
     with cursor(db) as statement:
         statement.execute(_insert_sql(model, names, len(rows), db.vendor), params)
 
@@ -156,8 +205,8 @@ def create(instance: models.Model) -> None:
     db = database()
     model = type(instance)
     names, sql = _create_parts(model, db.vendor)
-    params = [field.get_db_prep_save(getattr(instance, field.attname), db)
-              for field in _fields(model, names)]
+    params = [prepare(getattr(instance, field.attname), db)
+              for prepare, field in zip(_preparers(model, names, db.vendor), _fields(model, names))]
     with cursor(db) as statement:
         statement.execute(sql, params)
         instance.pk = statement.fetchone()[0]
@@ -183,8 +232,8 @@ def update(instance: models.Model, names: tuple[str, ...], *, guard: str | None 
     :func:`pipelined` block once the block's statements are answered (before it ends)."""
     db = database()
     model = type(instance)
-    fields = _fields(model, names)
-    params = [field.get_db_prep_save(getattr(instance, field.attname), db) for field in fields]
+    params = [prepare(getattr(instance, field.attname), db)
+              for prepare, field in zip(_preparers(model, names, db.vendor), _fields(model, names))]
     params.append(instance.pk)
     if guard is not None:
         params.append(guard_value)
