@@ -70,6 +70,7 @@ class CycleLoad:
         self.window_open = False
         self.window_closed = False
         self.call_fields = {"call_type": job.get("call_type", "video")}
+        self.frame_with_accept = job.get("callee_frame") == "with-accept"
         if job.get("timeout_ms"):
             self.call_fields["timeout_ms"] = job["timeout_ms"]
 
@@ -150,6 +151,11 @@ class CycleLoad:
             raise ReplyError("mismatch", f"callee rang for {ring_event['call_id']}, not {call_id}")
 
         async def callee_side():
+            if self.frame_with_accept:  # the picture came while ringing: the accept says so
+                _, sent, replied = await callee.request("accept", call_id=call_id,
+                                                        first_remote_frame=True,
+                                                        timeout=STEP_TIMEOUT_S)
+                return replied - sent
             _, sent, replied = await callee.request("accept", call_id=call_id, timeout=STEP_TIMEOUT_S)
             await callee.request("media", call_id=call_id, milestone="first_remote_frame",
                                  timeout=STEP_TIMEOUT_S)

@@ -25,6 +25,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--show-sql", action="store_true")
+    parser.add_argument("--callee-frame", choices=["after-accept", "with-accept"],
+                        default="after-accept",
+                        help="the callee's first remote frame in a media report after the accept, "
+                             "or carried by the accept (bench/run.py --callee-frame)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="run the cycles under cProfile (CPU time, not wall time) and print the N costliest functions")
     parser.add_argument("--population", type=int, default=10000,
@@ -103,9 +107,13 @@ def main() -> None:
         started = time.perf_counter()
         services.call_mark_delivered(call_id=call_id, device_id="b")
         seconds["ack (delivered)"] += time.perf_counter() - started
-        frame("accept", callee, "b", consumers._accept, call_id=call_id)
-        frame("media (callee)", callee, "b", consumers._media, call_id=call_id,
-              milestone="first_remote_frame")
+        if args.callee_frame == "with-accept":
+            frame("accept", callee, "b", consumers._accept, call_id=call_id,
+                  first_remote_frame=True)
+        else:
+            frame("accept", callee, "b", consumers._accept, call_id=call_id)
+            frame("media (callee)", callee, "b", consumers._media, call_id=call_id,
+                  milestone="first_remote_frame")
         frame("media (caller)", caller, "a", consumers._media, call_id=call_id,
               milestone="first_remote_frame")
         frame("hangup", caller, "a", consumers._hangup, call_id=call_id)

@@ -308,7 +308,8 @@ def run_once(args, command_line: str) -> dict:
             module = "bench.load"
             pairs = [(users[2 * i], users[2 * i + 1]) for i in range(args.pairs)]
             job.update(pairs=pairs, caller_url=urls[0], callee_url=urls[-1], watch=args.watch,
-                       cycles=args.cycles, timeout_ms=args.timeout_ms)
+                       cycles=args.cycles, timeout_ms=args.timeout_ms,
+                       callee_frame=args.callee_frame)
         elif args.scenario == "relay":
             module = "bench.relay"
             job.update(pairs=args.pairs, a_url=urls[0].replace("http", "ws", 1),
@@ -355,6 +356,7 @@ def run_once(args, command_line: str) -> dict:
         "conn_max_age": args.conn_max_age,
         "population": args.population,
         "watch": args.watch if app == "duet" else None,
+        "callee_frame": args.callee_frame if args.scenario == "cycle" else None,
         "load_average_at_start": load_at_start,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -442,6 +444,12 @@ def parse(argv: list[str]):
     parser.add_argument("--watch", choices=["peer", "none", "default"], default=None,
                         help="hello's watch list: the pair's peer (cycle default), none (idle "
                              "default), or the server's default list")
+    parser.add_argument("--callee-frame", choices=["after-accept", "with-accept"],
+                        default="after-accept",
+                        help="cycle: when the callee's first remote frame comes. after-accept: "
+                             "a media report after the accept (the shape of every earlier "
+                             "result); with-accept: it came while ringing and the accept carries "
+                             "it (CallAPI's fast first frame, Duet's client)")
     parser.add_argument("--timeout-ms", type=int, default=5000,
                         help="ring timeout asked in each call (5000: the timer tasks run inside "
                              "the measured window)")

@@ -388,9 +388,10 @@ def _cancel(ctx, *, call_id, reason="") -> dict:
     return {}
 
 
-def _accept(ctx, *, call_id, wait_first_frame=True, costs=None) -> dict:
+def _accept(ctx, *, call_id, wait_first_frame=True, first_remote_frame=False, costs=None) -> dict:
     return services.call_accept(user=ctx.user, device_id=ctx.device_id, call_id=call_id,
-                                wait_first_frame=wait_first_frame, costs=costs)
+                                wait_first_frame=wait_first_frame,
+                                first_remote_frame=first_remote_frame, costs=costs)
 
 
 def _reject(ctx, *, call_id, reason="") -> dict:

@@ -135,7 +135,7 @@ SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
     },
     "cancel": {"call_id": _CALL_ID, "reason": _REASON},
     "accept": {"call_id": _CALL_ID, "wait_first_frame": (_boolean, OPTIONAL),
-               "costs": (_costs, OPTIONAL)},
+               "first_remote_frame": (_boolean, OPTIONAL), "costs": (_costs, OPTIONAL)},
     "reject": {"call_id": _CALL_ID, "reason": _REASON},
     "hangup": {"call_id": _CALL_ID, "reason": _REASON},
     "media": {

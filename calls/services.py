@@ -541,14 +541,29 @@ def call_hangup(*, user, device_id: str, call_id: str, reason: str = "",
 
 
 def call_accept(*, user, device_id: str, call_id: str, wait_first_frame: bool = True,
-                costs: dict[str, int] | None = None, now: datetime | None = None) -> dict:
-    """The callee accepts on this device, optionally with its client-measured cost nodes."""
+                first_remote_frame: bool = False, costs: dict[str, int] | None = None,
+                now: datetime | None = None) -> dict:
+    """The callee accepts on this device, optionally with its client-measured cost nodes.
+
+    ``first_remote_frame``: the device already shows the caller's picture (it came while ringing,
+    CallAPI's fast first frame). The accept then carries that milestone, as a ``media`` report
+    would have, and saves the report's frame and transaction.
+    """
     payload = _frame_wait(wait_first_frame)
+    if first_remote_frame:
+        payload["milestone"] = Milestone.first_remote_frame.value
     if costs:
         payload["costs"] = costs
+
+    def annotate(call: CallSession, side: Side, moment: datetime) -> set[str]:
+        changed = _merge_costs(call, side, costs)
+        if first_remote_frame:
+            changed |= _stamp_milestone(call, side, Milestone.first_remote_frame, moment)
+        return changed
+
     call = _intent(InputKind.accept, user=user, device_id=device_id, call_id=call_id, now=now,
-                   wait_first_frame=wait_first_frame, payload=payload,
-                   annotate=lambda call, side, moment: _merge_costs(call, side, costs))
+                   wait_first_frame=wait_first_frame, payload=payload, annotate=annotate,
+                   milestone=Milestone.first_remote_frame if first_remote_frame else None)
     credentials = media.credentials_for(channel=call.channel, user_id=user.pk,
                                         now_ms=to_ms(now or timezone.now()))
     if credentials.expires_at_ms is not None:
@@ -626,16 +641,21 @@ def call_report_media(*, user, device_id: str, call_id: str, milestone: Mileston
         payload["costs"] = costs
 
     def annotate(call: CallSession, side: Side, moment: datetime) -> set[str]:
-        changed = set()
-        suffix = MILESTONE_FIELDS.get(milestone)
-        name = f"{side.value}_{suffix}" if suffix else None
-        if name and getattr(call, name) is None:  # the first report counts
-            setattr(call, name, moment)
-            changed.add(name)
-        return changed | _merge_costs(call, side, costs)
+        return _stamp_milestone(call, side, milestone, moment) | _merge_costs(call, side, costs)
 
     return _intent(InputKind.media, user=user, device_id=device_id, call_id=call_id, now=now,
                    milestone=milestone, payload=payload, annotate=annotate)
+
+
+def _stamp_milestone(call: CallSession, side: Side, milestone: Milestone,
+                     moment: datetime) -> set[str]:
+    """Stamp a side's milestone on the call record (the first report counts)."""
+    suffix = MILESTONE_FIELDS.get(milestone)
+    name = f"{side.value}_{suffix}" if suffix else None
+    if name and getattr(call, name) is None:
+        setattr(call, name, moment)
+        return {name}
+    return set()
 
 
 def call_timeout(*, call_id: str, now: datetime | None = None) -> CallSession:

@@ -179,7 +179,7 @@ class Input:
     user_id: int | None = None  # the acting user, for intents
     device_id: str | None = None
     side: Side | None = None  # the side concerned, for peer_* inputs
-    milestone: Milestone | None = None
+    milestone: Milestone | None = None  # media; accept: first_remote_frame if it came first
     now_ms: int = 0
     # accept: False when the answering device does not wait for a first remote frame to connect
     # (CallAPI's firstFrameWaittingDisabled); media_reset: False when the device chose so on its
@@ -462,7 +462,9 @@ def _apply(call: CallSnapshot, rule: Rule, actor: Side | None, inp: Input) -> Tr
             call = replace(call, delivered=True)
             effects += [Stamp("delivered"), SendEvent(Side.caller, E.remoteUserRecvCall)]
         call = replace(call, callee_device=inp.device_id)
-        if not inp.wait_first_frame:
+        # a device that does not wait for a frame, or whose first remote frame came while it
+        # rang (reported with the accept: one frame and one transaction less), has it
+        if not inp.wait_first_frame or inp.milestone is Milestone.first_remote_frame:
             call = replace(call, callee_frame_devices=call.callee_frame_devices
                            | {inp.device_id or ""})
     effects += [Stamp(name) for name in rule.stamps]

@@ -4,6 +4,7 @@ import { test } from "node:test";
 
 import { CallApi } from "../duet/callapi/call-api.js";
 import { MILESTONE_REPORT_DELAY_MS } from "../duet/callapi/call-api.js";
+import { CallEvent } from "../duet/callapi/codes.js";
 import { FakeCallSocket, FakeEngine, ManualClock, settle } from "./doubles.mjs";
 
 const ALICE = { id: 1, username: "alice", display_name: "Alice" };
@@ -161,10 +162,12 @@ test("an accept that fails leaves the media unjoined, and the next accept joins 
                    [{ token: "t2" }]);
 });
 
-test("the first remote frame is reported once with the cost nodes; other milestones wait for connected", async () => {
+test("a ringing callee's first remote frame rides on the accept, once; other milestones wait for connected", async () => {
   // given
   const { api, socket, engine, tick, timers } = await makeApi({ user: BOB });
   socket.event(state("c3", "calling", "remoteVideoCall"));
+  const events = [];
+  api.addListener({ onCallEventChanged: (event) => events.push(event) });
   // when
   tick(100);
   engine.emit("localFrame");
@@ -173,22 +176,21 @@ test("the first remote frame is reported once with the cost nodes; other milesto
   tick(20);
   engine.emit("firstRemoteFrame", { device: "alice-laptop" });
   engine.emit("firstRemoteFrame", { device: "alice-laptop" });
-  // then
-  assert.deepEqual(socket.sent("media").map(({ milestone, costs }) => [milestone, costs]), [
-    ["first_remote_frame", { captureFirstLocalFrame: 100, localUserJoinChannel: 150, recvFirstFrame: 170 }],
-  ]);
+  // then: the app hears of it at once; the server with the answer
+  assert.deepEqual(socket.sent("media"), []);
+  assert.equal(events.filter((event) => event === CallEvent.recvRemoteFirstFrame).length, 1);
   // when
   tick(1000);
   await api.accept(1);
   socket.event(state("c3", "connecting", "localAccepted", { active_device: "bob-web" }));
   socket.event(state("c3", "connected", "localAccepted", { active_device: "bob-web" }));
   // then
-  assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone), ["first_remote_frame"]);
+  assert.deepEqual(socket.sent("accept").map(({ first_remote_frame }) => first_remote_frame), [true]);
+  assert.deepEqual(socket.sent("media"), []);
   // when
   timers.advance(MILESTONE_REPORT_DELAY_MS);
   // then
-  assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone),
-                   ["first_remote_frame", "local_frame", "joined"]);
+  assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone), ["local_frame", "joined"]);
   assert.deepEqual(api.getCallCosts().toJSON(), { captureFirstLocalFrame: 100, localUserJoinChannel: 150,
                                                   recvFirstFrame: 170, acceptCall: 1170, connected: 1170 });
 });
@@ -210,9 +212,51 @@ test("accept sends the cost nodes measured up to it, in the first frame report's
   // then
   const expected = { captureFirstLocalFrame: 100, localUserJoinChannel: 150, recvFirstFrame: 170,
                      acceptCall: 1370 };
-  assert.deepEqual(socket.sent("accept"), [{ type: "accept", call_id: "c13", costs: expected }]);
-  assert.deepEqual(socket.sent("media")[0].costs, { captureFirstLocalFrame: 100,
-                                                    localUserJoinChannel: 150, recvFirstFrame: 170 });
+  assert.deepEqual(socket.sent("accept"), [{ type: "accept", call_id: "c13", costs: expected,
+                                             first_remote_frame: true }]);
+  assert.deepEqual(socket.sent("media"), []);
+});
+
+test("an accept that fails keeps the picture's frame for the accept that follows", async () => {
+  // given: the picture came while ringing, and the first accept gets no answer
+  const { api, socket, engine } = await makeApi({ user: BOB });
+  socket.event(state("c15", "calling", "remoteVideoCall"));
+  engine.emit("firstRemoteFrame", { device: "alice-laptop" });
+  socket.replies.accept = Object.assign(new Error("x"), { code: "timeout", reason: "no reply" });
+  await assert.rejects(api.accept(1), { code: "timeout" });
+  // when the callee answers again
+  socket.replies.accept = { channel: "duet-c15", media: {} };
+  await api.accept(1);
+  // then both accepts said the picture was there, and no media report was needed
+  assert.deepEqual(socket.sent("accept").map(({ first_remote_frame }) => first_remote_frame),
+                   [true, true]);
+  assert.deepEqual(socket.sent("media"), []);
+});
+
+test("a frame that comes while the accept is on its way is reported on its own", async () => {
+  // given
+  const { api, socket, engine } = await makeApi({ user: BOB });
+  socket.replies.accept = { channel: "duet-c16", media: {} };
+  socket.event(state("c16", "calling", "remoteVideoCall"));
+  // when the picture comes after the answer left, before the server's reply
+  const accepting = api.accept(1);
+  engine.emit("firstRemoteFrame", { device: "alice-laptop" });
+  await accepting;
+  // then
+  assert.deepEqual(socket.sent("accept").map(({ first_remote_frame }) => first_remote_frame),
+                   [undefined]);
+  assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone), ["first_remote_frame"]);
+});
+
+test("a call that ends unanswered drops the ringing callee's held frame", async () => {
+  // given
+  const { socket, engine } = await makeApi({ user: BOB });
+  socket.event(state("c17", "calling", "remoteVideoCall"));
+  engine.emit("firstRemoteFrame", { device: "alice-laptop" });
+  // when the caller gives up
+  socket.event(state("c17", "prepared", "remoteCancelled"));
+  // then the server hears that the device left the media, not of the frame
+  assert.deepEqual(socket.sent("media").map(({ milestone }) => milestone), ["left"]);
 });
 
 test("an accept before any picture sends acceptCall alone; the first frame's report adds its nodes", async () => {

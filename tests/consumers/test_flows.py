@@ -102,6 +102,39 @@ async def test_connected_event_carries_info_and_costs(opened, alice, bob):
     assert {"delivered", "accepted", "connected"} <= set(info["costs"])
 
 
+async def test_an_accept_can_bring_the_first_frame_that_came_while_ringing(opened, alice, bob):
+    """The fast-first-frame flow in one frame: bob's device shows alice's picture before he
+    accepts, and the accept says so instead of a media report of its own."""
+    a, b = await opened(alice), await opened(bob)
+    call_id = await ring(a, b, bob)
+    await b.ok("accept", call_id=call_id, first_remote_frame=True,
+               costs={"firstFrame": 80, "accept": 95})
+    assert summary(await b.take_events(3)) == [("state", "connecting", "localAccepted"),
+                                              ("event", "localAccepted"),
+                                              ("state", "connected", "localAccepted")]
+    await a.take_events(2)
+    await a.ok("media", call_id=call_id, milestone="first_remote_frame")
+    assert (await a.event("call.state", state="connected"))["reason"] == "recvRemoteFirstFrame"
+    record = await call_row(call_id)
+    assert record.phase == "connected"
+    # the record reads as if the report had come with the accept: same moment, same costs
+    assert record.callee_first_frame_at == record.accepted_at is not None
+    assert record.costs == {"callee": {"firstFrame": 80, "accept": 95}}
+    kinds = await database_sync_to_async(lambda: list(
+        record.events.exclude(kind="notified").order_by("id").values_list("kind", "payload")))()
+    assert [kind for kind, _ in kinds] == ["dial", "delivered", "accept", "media"]
+    assert kinds[2][1]["milestone"] == "first_remote_frame"
+    await b.assert_silent()
+
+
+async def test_an_accept_with_a_first_frame_that_is_no_boolean_is_refused(opened, alice, bob):
+    a, b = await opened(alice), await opened(bob)
+    call_id = await ring(a, b, bob)
+    assert await b.error("accept", call_id=call_id, first_remote_frame="yes") == "invalid_message"
+    record = await call_row(call_id)
+    assert record.phase == "ringing" and record.accepted_at is None
+
+
 async def test_a_call_that_waits_for_no_first_frame_connects_at_the_accept(opened, alice, bob):
     a, b = await opened(alice), await opened(bob)
     started = await a.ok("call", to=bob.pk, call_type="video", wait_first_frame=False)

@@ -753,6 +753,31 @@ def test_an_accept_that_does_not_wait_for_a_frame_connects_the_callee_at_once():
             SendState(CALLEE, CallState.connected, R.localAccepted, None, ACTIVE)))
 
 
+def test_an_accept_that_brings_the_first_remote_frame_connects_the_callee_at_once():
+    # given the callee's device already shows the caller's picture (it came while ringing)
+    # when it accepts and says so, instead of a media report of its own
+    transition = step(RINGING, Input(InputKind.accept, user_id=CALLEE_ID, device_id=CALLEE_DEVICE,
+                                     milestone=Milestone.first_remote_frame, now_ms=NOW_MS))
+    # then the callee is connected at the accept, as with the report first; the caller still
+    # waits for its own frame
+    by_report = step(step(RINGING, Input(InputKind.media, user_id=CALLEE_ID,
+                                         device_id=CALLEE_DEVICE,
+                                         milestone=Milestone.first_remote_frame,
+                                         now_ms=NOW_MS)).call,
+                     Input(InputKind.accept, user_id=CALLEE_ID, device_id=CALLEE_DEVICE,
+                           now_ms=NOW_MS))
+    assert transition == by_report
+    assert (transition.call.callee_connected, transition.call.caller_connected) == (True, False)
+    assert transition.call.callee_frame_devices == frozenset({CALLEE_DEVICE})
+
+
+def test_another_milestone_with_an_accept_counts_as_no_frame():
+    transition = step(RINGING, Input(InputKind.accept, user_id=CALLEE_ID, device_id=CALLEE_DEVICE,
+                                     milestone=Milestone.joined, now_ms=NOW_MS))
+    assert not transition.call.callee_connected
+    assert transition.call.callee_frame_devices == frozenset()
+
+
 def test_a_call_that_does_not_wait_for_a_frame_connects_the_caller_at_the_accept():
     # given alice dialed without waiting for a first frame
     created = dial(wait_first_frame=False).created.call

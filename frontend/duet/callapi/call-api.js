@@ -162,12 +162,24 @@ export class CallApi {
     // The cost nodes so far travel with the accept, as with the first frame's `media` report:
     // when the picture came first, acceptCall has no later report to ride on.
     const fields = { ...this._firstFrameFields(), costs: session.costs.toJSON() };
+    const carried = session.firstFrameHeld;
+    if (carried) fields.first_remote_frame = true; // the picture came first
+    session.firstFrameHeld = false;
+    session.acceptSent = true;
     // The frame goes first: joining the media (camera, connection) takes this thread tens of ms.
     const accepting = this._request("accept", fields);
     if (!session.mediaJoined) { // canJoinRtcOnCalling said no: join now, with the accept's credentials
       this.media.join({ fetchCredentials: () => accepting.then((reply) => reply.media) });
     }
-    const reply = await accepting;
+    let reply;
+    try {
+      reply = await accepting;
+    } catch (error) {
+      // not answered: a later accept carries the frame again, or a later frame is held again
+      session.acceptSent = false;
+      session.firstFrameHeld = session.firstFrameHeld || carried;
+      throw error;
+    }
     session.credentials = reply.media ?? session.credentials;
     return reply;
   }

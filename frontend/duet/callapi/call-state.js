@@ -21,6 +21,8 @@ export class CallSession {
     this.selectedDevice = null; // the callee device the caller keeps (info.active_device)
     this.mediaJoined = false;
     this.firstFrameReported = false;
+    this.firstFrameHeld = false; // a callee's first frame from before its answer, for the accept
+    this.acceptSent = false;
     this.deferredReports = []; // `media` frames held back until connected
     this.connectedAt = null;
     this.costs = new CallCosts(now);

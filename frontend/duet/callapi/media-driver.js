@@ -143,13 +143,24 @@ export class MediaDriver {
     }
   }
 
+  /**
+   * The first remote frame: reported at once, except on a callee device that has not answered
+   * yet. There it waits for the accept, which carries it (`first_remote_frame`): the server only
+   * needs it once the call is accepted, and the fast-first-frame flow (picture before the answer)
+   * then costs one frame and one server transaction less. A call that ends unanswered drops it.
+   */
   _reportFirstFrame() {
-    const session = this.api.session;
+    const { api } = this;
+    const session = api.session;
     if (session.firstFrameReported) return;
     session.firstFrameReported = true;
     session.costs.mark(CostNode.recvFirstFrame);
-    this._report("first_remote_frame", { costs: session.costs.toJSON() });
-    this.api._notify("onCallEventChanged", CallEvent.recvRemoteFirstFrame, "");
+    if (session.role === "callee" && api.state === CallStateType.calling && !session.acceptSent) {
+      session.firstFrameHeld = true;
+    } else {
+      this._report("first_remote_frame", { costs: session.costs.toJSON() });
+    }
+    api._notify("onCallEventChanged", CallEvent.recvRemoteFirstFrame, "");
   }
 
   /**
