@@ -186,12 +186,12 @@ def _profiles_update_sql(field_names: tuple[str, ...], count: int, vendor: str) 
             f"WHERE {pk_column} IN ({', '.join(['%s'] * count)})")
 
 
-def wire_event(row: StoredEvent | UserEvent) -> dict:
+def wire_event(row: StoredEvent) -> dict:
     """What travels through the channel layer for one stored event."""
     return {"frame": row.frame, "only": row.only_device, "except": row.except_device}
 
 
-def publish(rows: list[StoredEvent | UserEvent]) -> list[Future | None]:
+def publish(rows: list[StoredEvent]) -> list[Future | None]:
     """Send stored events to their users' groups: one layer message per user. Returns the sends
     handed to the server's loop (see :func:`send_to_group`)."""
     by_user: dict[int, list[dict]] = {}

@@ -124,9 +124,8 @@ def _preparer(field: models.Field, vendor: str):
     general = field.get_db_prep_save
     if vendor != "postgresql":
         return general
-    if field.is_relation:
-        return _preparer(field.target_field, vendor)
-    internal = field.get_internal_type()
+    # a foreign key holds its target's values (anything else still goes through its own method)
+    internal = (field.target_field if field.is_relation else field).get_internal_type()
     exact = _EXACT_TYPES.get(internal)
     if exact is not None:
         def prepare(value, db):
@@ -153,6 +152,15 @@ def _preparers(model: type[models.Model], names: tuple[str, ...], vendor: str) -
     return tuple(_preparer(field, vendor) for field in _fields(model, names))
 
 
+def _prepared(db, model: type[models.Model], names: tuple[str, ...], values) -> list:
+    """``values`` of ``names`` (as the model's attributes hold them) as the driver takes them."""
+    return [prepare(value, db) for prepare, value in zip(_preparers(model, names, db.vendor), values)]
+
+
+def _values(instance: models.Model, names: tuple[str, ...]) -> list:
+    return [getattr(instance, field.attname) for field in _fields(type(instance), names)]
+
+
 @lru_cache(maxsize=None)
 def _insert_sql(model: type[models.Model], names: tuple[str, ...], count: int, vendor: str) -> str:
     quote = database().ops.quote_name
@@ -172,19 +180,11 @@ def insert_values(model: type[models.Model], names: tuple[str, ...], rows) -> No
     if not rows:
         return
     db = database()
-    preparers = _preparers(model, names, db.vendor)
     params = []
     for row in rows:
-        for prepare, value in zip(preparers, row):
-            params.append(prepare(value, db))
+        params += _prepared(db, model, names, row)
     with cursor(db) as statement:
         statement.execute(_insert_sql(model, names, len(rows), db.vendor), params)
-
-
-def insert(model: type[models.Model], names: tuple[str, ...], rows: list[models.Model]) -> None:
-    """:func:`insert_values` for unsaved instances of ``model``."""
-    fields = _fields(model, names)
-    insert_values(model, names, [[getattr(row, field.attname) for field in fields] for row in rows])
 
 
 @lru_cache(maxsize=None)
@@ -205,8 +205,7 @@ def create(instance: models.Model) -> None:
     db = database()
     model = type(instance)
     names, sql = _create_parts(model, db.vendor)
-    params = [prepare(getattr(instance, field.attname), db)
-              for prepare, field in zip(_preparers(model, names, db.vendor), _fields(model, names))]
+    params = _prepared(db, model, names, _values(instance, names))
     with cursor(db) as statement:
         statement.execute(sql, params)
         instance.pk = statement.fetchone()[0]
@@ -232,8 +231,7 @@ def update(instance: models.Model, names: tuple[str, ...], *, guard: str | None 
     :func:`pipelined` block once the block's statements are answered (before it ends)."""
     db = database()
     model = type(instance)
-    params = [prepare(getattr(instance, field.attname), db)
-              for prepare, field in zip(_preparers(model, names, db.vendor), _fields(model, names))]
+    params = _prepared(db, model, names, _values(instance, names))
     params.append(instance.pk)
     if guard is not None:
         params.append(guard_value)
