@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from calls import selectors, services
-from calls.events import send_to_group
+from calls.events import send_to_groups
 from calls.models import Connection, Profile
 
 
@@ -29,9 +29,9 @@ def presence_group(user_id: int) -> str:
 def presence_publish(*, user_ids, known: dict[int, str] | None = None) -> None:
     """Push the current status of ``user_ids`` (or the ``known`` statuses) to their watchers."""
     statuses = known if known is not None else selectors.presence_of(list(user_ids))
-    for user_id, status in statuses.items():
-        send_to_group(presence_group(user_id),
-                      {"type": "presence.changed", "user_id": user_id, "status": status})
+    send_to_groups([(presence_group(user_id),
+                     {"type": "presence.changed", "user_id": user_id, "status": status})
+                    for user_id, status in statuses.items()])
 
 
 def device_connect(*, user, device_id: str, channel_name: str, now: datetime | None = None) -> None:

@@ -27,6 +27,7 @@ from django.db import close_old_connections, transaction
 
 from calls import rows as statements
 from calls.models import Profile, UserEvent
+from project.channel_layer import group_send_many
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Outbox:
 
 
 def _publish_then(rows: list[StoredEvent], afterwards: list) -> None:
-    sent = publish(rows) if rows else []
+    sent = publish(rows) if rows else None
     if not afterwards:
         return
     if _home_loop is not None and _home_loop.is_running():
@@ -133,14 +134,15 @@ def _after_pool() -> ThreadPoolExecutor:
         return _after_executor
 
 
-def _run_after(sent: list, afterwards: list) -> None:
+def _run_after(sent: Future | None, afterwards: list) -> None:
     """Run a committed transaction's after-work (ring timer, presence) in the after-thread.
 
     Waiting for the sends first keeps this thread from taking the interpreter away from the
     loop while it sends the events. A failure is logged: a lost ring timer is caught by beat's
     sweep (``calls_sweep_overdue``), a lost presence update by the watchers' next ``hello``.
     """
-    wait([future for future in sent if future is not None], timeout=AFTER_PUBLISH_WAIT_S)
+    if sent is not None:
+        wait([sent], timeout=AFTER_PUBLISH_WAIT_S)
     close_old_connections()
     try:
         for work in afterwards:
@@ -191,14 +193,15 @@ def wire_event(row: StoredEvent) -> dict:
     return {"frame": row.frame, "only": row.only_device, "except": row.except_device}
 
 
-def publish(rows: list[StoredEvent]) -> list[Future | None]:
-    """Send stored events to their users' groups: one layer message per user. Returns the sends
-    handed to the server's loop (see :func:`send_to_group`)."""
+def publish(rows: list[StoredEvent]) -> Future | None:
+    """Send stored events to their users' groups: one layer message per user, all of them in one
+    send (one Redis round trip on the pub/sub layer, project/channel_layer.py). Returns the send
+    handed to the server's loop (see :func:`send_to_groups`)."""
     by_user: dict[int, list[dict]] = {}
     for row in rows:
         by_user.setdefault(row.user_id, []).append(wire_event(row))
-    return [send_to_group(user_group(user_id), {"type": "user.events", "events": events})
-            for user_id, events in by_user.items()]
+    return send_to_groups([(user_group(user_id), {"type": "user.events", "events": events})
+                           for user_id, events in by_user.items()])
 
 
 # The event loop of the ASGI server in this process, when there is one. A thread that is not
@@ -217,8 +220,8 @@ def remember_home_loop() -> None:
 PUBLISH_ERRORS = (OSError, TimeoutError, ChannelFull, RedisError)
 
 
-def send_to_group(group: str, message: dict) -> Future | None:
-    """Send to a group from synchronous code, without waiting on the server's loop.
+def send_to_groups(messages: list[tuple[str, dict]]) -> Future | None:
+    """Send ``(group, message)`` pairs from synchronous code, without waiting on the server's loop.
 
     In a web process the send is handed to the server's loop (the layer's connections and the
     in-memory layer's queues belong to it) and this thread goes on: the process has one database
@@ -227,30 +230,36 @@ def send_to_group(group: str, message: dict) -> Future | None:
     re-send, replay). Elsewhere (a Celery worker process) the send gets a loop of its own.
     """
     layer = get_channel_layer()
-    if layer is None:
-        return
+    if layer is None or not messages:
+        return None
     home = _home_loop
     if home is not None and home.is_running():
-        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), home)
-        future.add_done_callback(lambda done: _log_failure(done, group))
+        future = asyncio.run_coroutine_threadsafe(group_send_many(layer, messages), home)
+        future.add_done_callback(lambda done: _log_failure(done, messages))
         return future
     if home is not None and _started_by(home):
         # a thread of a server whose loop has stopped (shutting down): nobody is left to send to
-        log.warning("dropping a publication to %s: the server loop has stopped", group)
+        log.warning("dropping a publication to %s: the server loop has stopped",
+                    _groups(messages))
         return None
     try:
-        async_to_sync(layer.group_send)(group, message)
+        async_to_sync(group_send_many)(layer, messages)
     except PUBLISH_ERRORS:  # a lost publication is recovered by re-send and replay
-        log.exception("publishing to %s failed; clients will recover it by replay", group)
+        log.exception("publishing to %s failed; clients will recover it by replay",
+                      _groups(messages))
     return None
 
 
-def _log_failure(future, group: str) -> None:
+def _groups(messages: list[tuple[str, dict]]) -> str:
+    return ", ".join(group for group, _ in messages)
+
+
+def _log_failure(future, messages: list[tuple[str, dict]]) -> None:
     if future.cancelled():
         return
     error = future.exception()
     if error is not None:
-        log.error("publishing to %s failed; clients will recover it by replay", group,
+        log.error("publishing to %s failed; clients will recover it by replay", _groups(messages),
                   exc_info=error)
 
 

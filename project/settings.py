@@ -212,7 +212,8 @@ if CHANNEL_LAYER_KIND == "memory":
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 elif CHANNEL_LAYER_KIND == "pubsub":
     CHANNEL_LAYERS = {"default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        # channels-redis's pub/sub layer, plus one Redis round trip for a transaction's messages
+        "BACKEND": "project.channel_layer.PubSubChannelLayer",
         "CONFIG": {"hosts": [_redis_host], "prefix": os.environ.get("DUET_LAYER_PREFIX", "duet")},
     }}
 elif CHANNEL_LAYER_KIND == "redis":

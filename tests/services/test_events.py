@@ -17,21 +17,22 @@ from tests.support import make_user
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_in_a_server_the_after_work_runs_off_the_database_thread_after_the_events_leave():
+async def test_in_a_server_the_after_work_runs_off_the_database_thread_after_the_events_leave(
+        monkeypatch):
     # given a server loop (this test's) with a device of alice's listening on her group, and the
-    # layer's real group_send noting when each send has finished
+    # real send noting when each send has finished
     alice = await database_sync_to_async(make_user)("alice")
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(events.user_group(alice.pk), channel)
     events.remember_home_loop()
     order: list[str] = []
-    real_send = layer.group_send
+    real_send = events.group_send_many
 
-    async def noting_send(group, message):
-        await real_send(group, message)
+    async def noting_send(target, messages):
+        await real_send(target, messages)
         order.append("sent")
-    layer.group_send = noting_send
+    monkeypatch.setattr(events, "group_send_many", noting_send)
     release = threading.Event()
     finished = threading.Event()
     after_threads: list[str] = []
@@ -68,7 +69,6 @@ async def test_in_a_server_the_after_work_runs_off_the_database_thread_after_the
         assert database_thread != "duet-after_0"
     finally:
         release.set()
-        layer.group_send = real_send
 
 
 @pytest.mark.django_db(transaction=True)
