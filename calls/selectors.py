@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -31,11 +32,32 @@ def is_online(user_id: int, *, now: datetime | None = None) -> bool:
     Plain SQL: every dial and every hello asks, and the ORM's ``exists()`` spent about 0.6 ms
     building this statement each time, four times the query itself (docs/benchmarks.md).
     """
+    return is_online_sent(user_id, now=now)()
+
+
+def is_online_sent(user_id: int, *, now: datetime | None = None) -> Callable[[], bool]:
+    """Send :func:`is_online`'s query now and read its answer later: ``is_online_sent(...)()``.
+
+    Inside a pipelined block (calls.rows.pipelined) the query travels with the statements sent
+    after it, and its answer comes back with theirs: the dial asks whether the callee is online
+    and locks both profiles in one round trip instead of two (docs/benchmarks.md). Elsewhere it
+    runs at once and the answer is only kept.
+    """
     now = now or timezone.now()
     cutoff = _SEEN_AT.get_db_prep_value(presence_cutoff(now), connection)
-    with connection.cursor() as cursor:
+    cursor = connection.cursor()
+    try:
         cursor.execute(_is_online_sql(connection.vendor), [user_id, cutoff])
-        return cursor.fetchone() is not None
+    except BaseException:
+        cursor.close()
+        raise
+
+    def answer() -> bool:
+        try:
+            return cursor.fetchone() is not None
+        finally:
+            cursor.close()
+    return answer
 
 
 _SEEN_AT = Connection._meta.get_field("seen_at")

@@ -379,7 +379,10 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
     if room_id is not None and not Room.objects.filter(pk=room_id).exists():
         raise ServiceError("not_found", f"no room {room_id}")
     with _atomic(), rows.pipelined():
+        # sent ahead of the lock: on PostgreSQL both answers come back in one round trip
+        callee_online = selectors.is_online_sent(callee_id, now=now)
         profiles = lock_profiles([caller.pk, callee_id])
+        callee_online = callee_online()
         if callee_id not in profiles or not profiles[callee_id].user.is_active:
             raise ServiceError("not_found", f"no user {callee_id}")
         calls = lock_calls([profiles[caller.pk].active_call_id, profiles[callee_id].active_call_id])
@@ -392,7 +395,7 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
                 now_ms=to_ms(now), timeout_ms=timeout_ms, caller_device=device_id,
                 caller_active=to_snapshot(caller_call) if caller_call else None,
                 callee_active=to_snapshot(callee_call) if callee_call else None,
-                callee_online=selectors.is_online(callee_id, now=now),
+                callee_online=callee_online,
                 wait_first_frame=wait_first_frame)
         except RuleViolation as violation:
             raise ServiceError(violation.code, violation.message) from None

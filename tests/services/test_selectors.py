@@ -52,3 +52,44 @@ def test_presence_of_tells_busy_online_and_offline_apart(alice, bob):
         erin.pk: "online"}
     assert selectors.presence_of([bob.pk], now=now) == {bob.pk: "online"}
     assert selectors.presence_of([], now=now) == {}
+
+
+def test_an_online_check_sent_ahead_is_answered_after_the_statements_sent_behind_it(alice, bob):
+    # given alice with a fresh device and bob without one
+    from django.db import transaction
+
+    from calls import rows, services
+
+    now = timezone.now()
+    connect(alice, seen_at=now, channel_name="alice-1")
+    # when both checks are sent in a pipelined transaction (PostgreSQL: not yet answered), the
+    # profiles are locked behind them, and only then the answers are read
+    with transaction.atomic(), rows.pipelined():
+        alice_online = selectors.is_online_sent(alice.pk, now=now)
+        bob_online = selectors.is_online_sent(bob.pk, now=now)
+        locked = services.lock_profiles([alice.pk, bob.pk])
+        answers = (alice_online(), bob_online())
+    # then each answer is its own user's, and the lock went through
+    assert answers == (True, False)
+    assert sorted(locked) == sorted([alice.pk, bob.pk])
+
+
+def test_a_dial_sends_the_online_check_ahead_of_the_profile_lock(alice, bob):
+    # given bob online
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from calls import services
+
+    connect(bob, seen_at=timezone.now(), channel_name="bob-1")
+    # when alice calls him
+    with CaptureQueriesContext(connection) as queries:
+        started = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
+                                      call_type="video")
+    # then the call rings (he counted as online), and the check went out first, so that on
+    # PostgreSQL its answer comes back with the lock's
+    assert started.outcome.value == "ring"
+    sql = [query["sql"] for query in queries.captured_queries]
+    online = next(i for i, text in enumerate(sql) if "calls_connection" in text)
+    lock = next(i for i, text in enumerate(sql) if "FROM \"calls_profile\"" in text)
+    assert online < lock
