@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from calls import selectors, services
@@ -36,7 +36,13 @@ def presence_publish(*, user_ids, known: dict[int, str] | None = None) -> None:
 
 def device_connect(*, user, device_id: str, channel_name: str, now: datetime | None = None) -> None:
     now = now or timezone.now()
+    Profile.objects.get_or_create(user_id=user.pk)
     with transaction.atomic():
+        # The profile row, shared with other hellos but not with a call transaction: a
+        # transaction that locked it first commits before this connection exists (so the hello
+        # that follows replays its events); one that locks it after sees this connection and
+        # publishes through the layer (local delivery, calls.services._lock_profiles_where).
+        _share_profile(user.pk)
         was_online = selectors.is_online(user.pk, now=now)
         Connection.objects.update_or_create(
             channel_name=channel_name,
@@ -46,6 +52,17 @@ def device_connect(*, user, device_id: str, channel_name: str, now: datetime | N
     call_id = _live_call_id(user.pk)
     if call_id is not None:
         services.call_peer_back(call_id=call_id, user_id=user.pk, now=now)
+
+
+def _share_profile(user_id: int) -> None:
+    if connection.vendor != "postgresql":
+        return  # SQLite: one writer at a time anyway
+    with connection.cursor() as cursor:
+        cursor.execute(_SHARE_PROFILE_SQL, [user_id])
+
+
+_SHARE_PROFILE_SQL = (f"SELECT 1 FROM {Profile._meta.db_table} "
+                      f"WHERE {Profile._meta.get_field('user').column} = %s FOR SHARE")
 
 
 def device_disconnect(*, channel_name: str, now: datetime | None = None) -> None:

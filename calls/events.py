@@ -23,6 +23,7 @@ from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
+from django.conf import settings
 from django.db import close_old_connections, transaction
 
 from calls import rows as statements
@@ -102,12 +103,15 @@ class Outbox:
             statements.insert_values(UserEvent, USER_EVENT_FIELDS, rows)
             self.events = []
         if rows or afterwards:
-            transaction.on_commit(lambda: _publish_then(rows, afterwards))
+            sockets = {user_group(row.user_id): getattr(profiles[row.user_id], "socket_channels",
+                                                        None) for row in rows}
+            transaction.on_commit(lambda: _publish_then(rows, afterwards, sockets))
         return rows
 
 
-def _publish_then(rows: list[StoredEvent], afterwards: list) -> None:
-    sent = publish(rows) if rows else None
+def _publish_then(rows: list[StoredEvent], afterwards: list,
+                  sockets: dict[str, tuple[str, ...] | None]) -> None:
+    sent = publish(rows, sockets) if rows else None
     if not afterwards:
         return
     if _home_loop is not None and _home_loop.is_running():
@@ -193,15 +197,27 @@ def wire_event(row: StoredEvent) -> dict:
     return {"frame": row.frame, "only": row.only_device, "except": row.except_device}
 
 
-def publish(rows: list[StoredEvent]) -> Future | None:
+def publish(rows: list[StoredEvent],
+            sockets: dict[str, tuple[str, ...] | None] | None = None) -> Future | None:
     """Send stored events to their users' groups: one layer message per user, all of them in one
-    send (one Redis round trip on the pub/sub layer, project/channel_layer.py). Returns the send
-    handed to the server's loop (see :func:`send_to_groups`)."""
+    send (one Redis round trip on the pub/sub layer, project/channel_layer.py). ``sockets`` gives,
+    per group, the channel names of the user's connections as the transaction read them behind
+    its lock (services._lock_profiles_where): a group whose sockets are all in this process gets
+    its message here, without Redis. Returns the send handed to the server's loop (see
+    :func:`send_to_groups`)."""
     by_user: dict[int, list[dict]] = {}
     for row in rows:
         by_user.setdefault(row.user_id, []).append(wire_event(row))
     return send_to_groups([(user_group(user_id), {"type": "user.events", "events": events})
-                           for user_id, events in by_user.items()])
+                           for user_id, events in by_user.items()], sockets)
+
+
+def local_delivery_on() -> bool:
+    """Whether call transactions read their users' sockets so that events for sockets of this
+    process skip Redis (``DUET_LOCAL_DELIVERY``; the pub/sub layer on PostgreSQL, whose row locks
+    make the read sound: services._lock_profiles_where)."""
+    return (settings.DUET_LOCAL_DELIVERY and settings.CHANNEL_LAYER_KIND == "pubsub"
+            and statements.database().vendor == "postgresql")
 
 
 # The event loop of the ASGI server in this process, when there is one. A thread that is not
@@ -220,7 +236,8 @@ def remember_home_loop() -> None:
 PUBLISH_ERRORS = (OSError, TimeoutError, ChannelFull, RedisError)
 
 
-def send_to_groups(messages: list[tuple[str, dict]]) -> Future | None:
+def send_to_groups(messages: list[tuple[str, dict]],
+                   sockets: dict[str, tuple[str, ...] | None] | None = None) -> Future | None:
     """Send ``(group, message)`` pairs from synchronous code, without waiting on the server's loop.
 
     In a web process the send is handed to the server's loop (the layer's connections and the
@@ -234,7 +251,7 @@ def send_to_groups(messages: list[tuple[str, dict]]) -> Future | None:
         return None
     home = _home_loop
     if home is not None and home.is_running():
-        future = asyncio.run_coroutine_threadsafe(group_send_many(layer, messages), home)
+        future = asyncio.run_coroutine_threadsafe(group_send_many(layer, messages, sockets), home)
         future.add_done_callback(lambda done: _log_failure(done, messages))
         return future
     if home is not None and _started_by(home):
@@ -243,7 +260,7 @@ def send_to_groups(messages: list[tuple[str, dict]]) -> Future | None:
                     _groups(messages))
         return None
     try:
-        async_to_sync(group_send_many)(layer, messages)
+        async_to_sync(group_send_many)(layer, messages, sockets)
     except PUBLISH_ERRORS:  # a lost publication is recovered by re-send and replay
         log.exception("publishing to %s failed; clients will recover it by replay",
                       _groups(messages))

@@ -322,16 +322,22 @@ def _select_sql(model: type[models.Model], where: str, related: str | None, orde
 
 
 def select_for_update(model: type[models.Model], where: str, params, *, related: str | None = None,
-                      order_by: str | None = None) -> list[models.Model]:
+                      order_by: str | None = None, behind=None) -> list[models.Model]:
     """Rows of ``model`` matching ``where`` (SQL over :func:`column` names), locked for this
     transaction (only ``model``'s rows, not the joined ones). ``related`` names a foreign key whose
-    row is read in the same statement and cached on each instance, as ``select_related`` does."""
+    row is read in the same statement and cached on each instance, as ``select_related`` does.
+
+    ``behind()``, if given, is called once the locking statement is sent and before its rows are
+    read: a statement it sends then runs after the lock is granted, and inside a pipelined block
+    (:func:`pipelined`) its answer comes back in the same round trip."""
     db = database()
     target = model._meta.get_field(related) if related is not None else None
     width = len(_reader(model)[0])
     found = []
     with cursor(db) as statement:
         statement.execute(_select_sql(model, where, related, order_by, db.vendor), params)
+        if behind is not None:
+            behind()
         for values in statement.fetchall():
             instance = _build(db, model, values[:width])
             if target is not None:

@@ -63,6 +63,32 @@ def is_online_sent(user_id: int, *, now: datetime | None = None) -> Callable[[],
 _SEEN_AT = Connection._meta.get_field("seen_at")
 
 
+def socket_channels_sent(user_where: str, params) -> Callable[[], dict[int, list[str]]]:
+    """Send a read of the channel names of every connection row of the users that ``user_where``
+    picks (SQL with ``{user}`` for the connection's user column), fresh or stale; read the answer
+    later: ``{user_id: [channel, ...]}`` (calls.events: where a user's events must go)."""
+    quote = connection.ops.quote_name
+    user = f"{quote(Connection._meta.db_table)}.{quote(Connection._meta.get_field('user').column)}"
+    sql = (f"SELECT {user}, {quote(Connection._meta.get_field('channel_name').column)} "
+           f"FROM {quote(Connection._meta.db_table)} WHERE {user_where.format(user=user)}")
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, params)
+    except BaseException:
+        cursor.close()
+        raise
+
+    def answer() -> dict[int, list[str]]:
+        try:
+            channels: dict[int, list[str]] = {}
+            for user_id, channel_name in cursor.fetchall():
+                channels.setdefault(user_id, []).append(channel_name)
+            return channels
+        finally:
+            cursor.close()
+    return answer
+
+
 @lru_cache(maxsize=None)
 def _is_online_sql(vendor: str) -> str:
     quote = connection.ops.quote_name

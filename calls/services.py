@@ -31,7 +31,7 @@ from calls.domain.machine import (
     RuleViolation, SendEvent, SendState, Side, Stamp, StartRingTimer, StopRingTimer, Transition,
     decide_dial, step,
 )
-from calls.events import Outbox
+from calls.events import Outbox, local_delivery_on
 from calls.models import CallEvent, CallSession, Profile, Room
 from calls.timers import ring_slots
 
@@ -122,9 +122,7 @@ def lock_profiles(user_ids) -> dict[int, Profile]:
     ids = sorted(set(user_ids))
 
     def locked():
-        where = f"{rows.column(Profile, 'user')} IN ({', '.join(['%s'] * len(ids))})"
-        found = rows.select_for_update(Profile, where, ids, related="user", order_by="user")
-        return {profile.user_id: profile for profile in found}
+        return _lock_profiles_where(f"{{user}} IN ({', '.join(['%s'] * len(ids))})", ids)
 
     profiles = locked()
     missing = [user_id for user_id in ids if user_id not in profiles]
@@ -134,6 +132,27 @@ def lock_profiles(user_ids) -> dict[int, Profile]:
             Profile.objects.get_or_create(user_id=user_id)
         profiles = locked()
     return profiles
+
+
+def _lock_profiles_where(user_where: str, params) -> dict[int, Profile]:
+    """Lock the profiles that ``user_where`` picks (SQL with ``{user}`` for the user column), in
+    ascending user id. With local delivery (events.local_delivery_on) the users' socket channels
+    are read by a statement sent right behind the lock: it runs once the lock is granted, so it
+    sees every connection a ``hello`` committed before (devices.device_connect takes the profile
+    row too), and its answer comes back in the lock's round trip. Each profile then carries
+    ``socket_channels`` for the outbox; ``None`` means "not read" (send through the layer)."""
+    read = {}
+
+    def behind():
+        read["sockets"] = selectors.socket_channels_sent(user_where, params)
+    found = rows.select_for_update(Profile, user_where.format(user=rows.column(Profile, "user")),
+                                   params, related="user", order_by="user",
+                                   behind=behind if local_delivery_on() else None)
+    sockets = read["sockets"]() if read else None
+    for profile in found:
+        profile.socket_channels = (None if sockets is None
+                                   else tuple(sockets.get(profile.user_id, ())))
+    return {profile.user_id: profile for profile in found}
 
 
 def lock_calls(pks) -> dict[int, CallSession]:
@@ -459,12 +478,13 @@ def _participants(call_id: str) -> tuple[int, int]:
 @lru_cache(maxsize=None)
 def _participants_where() -> str:
     """Two scalar subqueries: PostgreSQL looks both users up by index (a BitmapOr). ``IN`` over
-    subqueries made it scan every profile (bench/patches/07 has the EXPLAIN ANALYZE)."""
+    subqueries made it scan every profile (bench/patches/07 has the EXPLAIN ANALYZE). ``{user}``
+    stands for the user column (of the profile, or of a connection)."""
     table = rows.database().ops.quote_name(CallSession._meta.db_table)
     by_id = f"{rows.column(CallSession, 'call_id')} = %s"
-    user = rows.column(Profile, "user")
-    return (f"{user} = (SELECT {rows.column(CallSession, 'caller')} FROM {table} WHERE {by_id}) OR "
-            f"{user} = (SELECT {rows.column(CallSession, 'callee')} FROM {table} WHERE {by_id})")
+    return (f"{{user}} = (SELECT {rows.column(CallSession, 'caller')} FROM {table} WHERE {by_id})"
+            f" OR {{user}} = (SELECT {rows.column(CallSession, 'callee')} FROM {table} "
+            f"WHERE {by_id})")
 
 
 def lock_call(call_id: str) -> CallSession:
@@ -477,9 +497,7 @@ def lock_call(call_id: str) -> CallSession:
 
 def lock_participants(call_id: str) -> dict[int, Profile]:
     """Lock the profiles of a call's two participants (ascending id) in one query."""
-    found = rows.select_for_update(Profile, _participants_where(), [call_id, call_id],
-                                   related="user", order_by="user")
-    profiles = {profile.user_id: profile for profile in found}
+    profiles = _lock_profiles_where(_participants_where(), [call_id, call_id])
     if len(profiles) == 2:
         return profiles
     return lock_profiles(_participants(call_id))  # no such call, or a profile still to create

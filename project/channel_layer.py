@@ -9,8 +9,14 @@ messages as one Redis pipeline (plain PUBLISH commands, no MULTI): one write, on
 one hand-off to the server's loop, and the same messages, in the same order, as separate
 ``group_send`` calls.
 
+Local delivery: a message for a group whose sockets the caller names and which all live in this
+process goes straight into their queues (a put, 0.007 ms, against 0.2 ms of CPU and a Redis
+round trip through channels-redis). Only callers that read the sockets under the right lock may
+name them (calls.services._lock_profiles_where, calls.events.publish); everything else goes
+through Redis.
+
 Everything else is channels-redis's own. ``group_send_many`` uses the pub/sub layer's internals
-(its shards and their lock), so ``requirements.txt`` pins channels-redis and
+(its shards and their lock, its channel queues and groups), so ``requirements.txt`` pins channels-redis and
 ``tests/test_channel_layer.py`` checks the messages against real Redis subscribers.
 """
 
@@ -20,14 +26,29 @@ from channels_redis.pubsub import RedisPubSubChannelLayer
 
 
 class PubSubChannelLayer(RedisPubSubChannelLayer):
-    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
+    async def group_send_many(self, messages: list[tuple[str, dict]],
+                              sockets: dict[str, tuple[str, ...] | None] | None = None) -> None:
         """Send each ``(group, message)`` as ``group_send`` would, in order, with one Redis round
         trip per shard. A failure (Redis unreachable) raises, as ``group_send`` does; the messages
-        of that shard may then be lost, which the callers recover from (calls.events)."""
+        of that shard may then be lost, which the callers recover from (calls.events).
+
+        ``sockets`` may name, per group, every channel its members can have anywhere (read under
+        a lock that makes it complete: calls.services). A group whose named channels all live in
+        this process (none at all included) gets its message from here, into its members' queues,
+        without Redis: no other process has a member to send it to. A group not named goes
+        through Redis as usual."""
         layer = self._get_layer()
         by_shard: dict[object, list[tuple[str, bytes]]] = {}
         for group, message in messages:
             channel = layer._get_group_channel_name(group)
+            known = sockets.get(group) if sockets else None
+            if known is not None and all(name in layer.channels for name in known):
+                data = self.serialize(message)
+                for member in layer.groups.get(channel, ()):
+                    queue = layer.channels.get(member)
+                    if queue is not None:
+                        queue.put_nowait(data)
+                continue
             by_shard.setdefault(layer._get_shard(channel), []).append(
                 (channel, self.serialize(message)))
         for shard, published in by_shard.items():
@@ -39,13 +60,14 @@ class PubSubChannelLayer(RedisPubSubChannelLayer):
                 await pipeline.execute()
 
 
-async def group_send_many(layer, messages: list[tuple[str, dict]]) -> None:
+async def group_send_many(layer, messages: list[tuple[str, dict]],
+                          sockets: dict[str, tuple[str, ...] | None] | None = None) -> None:
     """``layer.group_send_many`` where the layer has it; otherwise each message in turn (the
-    in-memory layer, channels-redis's list layer). Every message is tried; the first failure is
-    raised after the others were sent."""
+    in-memory layer, channels-redis's list layer; ``sockets`` does not matter to them). Every
+    message is tried; the first failure is raised after the others were sent."""
     many = getattr(layer, "group_send_many", None)
     if many is not None:
-        await many(messages)
+        await many(messages, sockets)
         return
     failure = None
     for group, message in messages:

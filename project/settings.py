@@ -227,6 +227,11 @@ elif CHANNEL_LAYER_KIND == "redis":
 else:
     raise RuntimeError(f"DUET_CHANNEL_LAYER must be memory, pubsub or redis, not {CHANNEL_LAYER_KIND!r}")
 
+# Events for a user whose sockets are all on the publishing process skip Redis (pubsub layer on
+# PostgreSQL; calls.events.local_delivery_on). Turn it off while processes of a version without
+# it still serve sockets: their hellos do not take the profile lock the rule relies on.
+DUET_LOCAL_DELIVERY = env_bool("DUET_LOCAL_DELIVERY", True)
+
 # ---- Celery ---------------------------------------------------------------------------------
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "memory://")

@@ -101,3 +101,31 @@ async def test_a_failed_message_does_not_stop_the_others_and_its_error_is_raised
     with pytest.raises(OSError, match="second"):
         await group_send_many(layer, [("user.1", {"type": "x", "n": n}) for n in (1, 2, 3)])
     assert [(await _next(layer, member))["n"] for _ in range(2)] == [1, 3]
+
+
+async def test_a_group_whose_sockets_all_live_here_gets_its_message_without_redis(redis_url):
+    # given this process's layer with a member of user.1, and another process's layer with a
+    # spy subscribed to user.1 and user.4 through Redis, and a member of user.2
+    here, there = _redis_layer("t-local"), _redis_layer("t-local")
+    mine = await here.new_channel()
+    spy, theirs = await there.new_channel(), await there.new_channel()
+    await here.group_add("user.1", mine)
+    for group in ("user.1", "user.4"):
+        await there.group_add(group, spy)
+    await there.group_add("user.2", theirs)
+    try:
+        # when one send names user.1's sockets (only this process's), user.2's (the other
+        # process's), user.4's (none at all), and says nothing of user.3
+        await here.group_send_many(
+            [("user.1", {"type": "x", "n": 1}), ("user.2", {"type": "x", "n": 2}),
+             ("user.3", {"type": "x", "n": 3}), ("user.4", {"type": "x", "n": 4})],
+            {"user.1": (mine,), "user.2": (theirs,), "user.4": ()})
+        # then user.1's member here has its message, and the spy never saw it (no Redis), nor
+        # user.4's (nobody to send it to); user.2's went through Redis to the other process
+        assert (await _next(here, mine))["n"] == 1
+        assert (await _next(there, theirs))["n"] == 2
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(there.receive(spy), timeout=0.3)
+    finally:
+        await here.flush()
+        await there.flush()

@@ -1,6 +1,7 @@
 """Reliable delivery: re-send until acknowledged, replay after reconnect, idempotent client
 frames, presence, and connection loss."""
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -249,3 +250,43 @@ async def test_events_for_one_device_do_not_reach_the_others(opened, alice, bob)
     rows = await database_sync_to_async(list)(
         UserEvent.objects.filter(user=bob, frame__name="call.signal").values_list("only_device", flat=True))
     assert rows == [b1.device_id]
+
+
+@pytest.mark.parametrize("local_delivery", [True, False])
+async def test_events_for_sockets_all_on_this_process_skip_redis(opened, alice, bob, settings,
+                                                                 local_delivery):
+    # given alice and bob connected to this process, and a spy on another process's layer
+    # subscribed to both users' groups through Redis
+    from django.conf import settings as django_settings
+
+    from calls.events import local_delivery_on, user_group
+    from project.channel_layer import PubSubChannelLayer
+
+    if django_settings.CHANNEL_LAYER_KIND != "pubsub":
+        pytest.skip("local delivery is the pub/sub layer's (scripts/testenv.py provides Redis)")
+    settings.DUET_LOCAL_DELIVERY = local_delivery
+    config = django_settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    elsewhere = PubSubChannelLayer(hosts=config["hosts"], prefix=config["prefix"])
+    spy = await elsewhere.new_channel()
+    for user in (alice, bob):
+        await elsewhere.group_add(user_group(user.pk), spy)
+    try:
+        a, b = await opened(alice), await opened(bob)
+        # when alice calls bob
+        await a.ok("call", to=bob.pk, call_type="video")
+        # then both devices get their events either way ...
+        assert summary(await a.take_events(2)) == [("state", "calling", "localVideoCall"),
+                                                  ("event", "localVideoCall")]
+        assert summary(await b.take_events(2)) == [("state", "calling", "remoteVideoCall"),
+                                                  ("event", "remoteVideoCall")]
+        # ... and Redis carried them only without local delivery (or where it cannot be sound)
+        try:
+            through_redis = await asyncio.wait_for(elsewhere.receive(spy), timeout=0.5)
+        except asyncio.TimeoutError:
+            through_redis = None
+        if local_delivery and await database_sync_to_async(local_delivery_on)():
+            assert through_redis is None
+        else:
+            assert through_redis is not None and through_redis["type"] == "user.events"
+    finally:
+        await elsewhere.flush()

@@ -29,8 +29,8 @@ async def test_in_a_server_the_after_work_runs_off_the_database_thread_after_the
     order: list[str] = []
     real_send = events.group_send_many
 
-    async def noting_send(target, messages):
-        await real_send(target, messages)
+    async def noting_send(target, messages, sockets=None):
+        await real_send(target, messages, sockets)
         order.append("sent")
     monkeypatch.setattr(events, "group_send_many", noting_send)
     release = threading.Event()
@@ -85,3 +85,40 @@ def test_outside_a_server_the_after_work_runs_inline_after_the_publication():
         outbox.flush({alice.pk: profile})
     # then it ran before the commit returned, in this thread
     assert ran == [threading.current_thread().name]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("local_delivery", [True, False])
+def test_a_transaction_names_its_users_sockets_as_read_behind_its_lock(
+        monkeypatch, settings, local_delivery):
+    # given alice with one connection (a stale one counts too) and bob with two
+    from datetime import timedelta
+
+    from calls import services
+    from calls.models import Connection
+
+    settings.DUET_LOCAL_DELIVERY = local_delivery
+    alice, bob = make_user("alice"), make_user("bob")
+    now = timezone.now()
+    for user, channel, seen in ((alice, "a-1", now - timedelta(hours=1)), (bob, "b-1", now),
+                                (bob, "b-2", now)):
+        Connection.objects.create(user=user, device_id=channel, channel_name=channel,
+                                  connected_at=seen, seen_at=seen)
+    sent: list = []
+
+    def noting(messages, sockets=None):
+        if messages[0][0].startswith("user."):  # the events (presence goes to its watchers)
+            sent.append(sockets)
+    monkeypatch.setattr(events, "send_to_groups", noting)
+    # when alice calls bob, and bob accepts (the two ways a transaction locks its profiles)
+    call_id = services.call_start(caller=alice, device_id="a-1", callee_id=bob.pk,
+                                  call_type="video").call.call_id
+    services.call_accept(user=bob, device_id="b-1", call_id=call_id)
+    # then each publication names every socket of each user, or nothing where local delivery is
+    # off or cannot be sound (SQLite: no row locks to order a hello against)
+    alice_group, bob_group = events.user_group(alice.pk), events.user_group(bob.pk)
+    if local_delivery and events.local_delivery_on():
+        assert [{group: sorted(channels) for group, channels in names.items()} for names in sent] \
+            == [{alice_group: ["a-1"], bob_group: ["b-1", "b-2"]}] * 2
+    else:
+        assert sent == [{alice_group: None, bob_group: None}] * 2

@@ -366,3 +366,46 @@ def test_glare_that_waited_for_the_lock_is_stamped_after_the_call_it_accepts(ali
     times_in_applied_order = list(CallEvent.objects.filter(call=call).order_by("id")
                                   .values_list("at", flat=True))
     assert times_in_applied_order == sorted(times_in_applied_order)
+
+
+def test_a_hello_waits_for_a_call_transaction_holding_its_users_profile(alice, bob):
+    # given a call transaction of alice's that holds her profile (and read her sockets: none),
+    # and a device of hers saying hello on another process meanwhile
+    from django.db import close_old_connections, transaction
+
+    locked, release = threading.Event(), threading.Event()
+    seen: dict = {}
+    hello_done = threading.Event()
+
+    def transaction_holding_the_lock():
+        try:
+            with transaction.atomic():
+                profiles = services.lock_profiles([alice.pk, bob.pk])
+                seen["sockets"] = profiles[alice.pk].socket_channels
+                locked.set()
+                release.wait(CONTENDER_TIMEOUT_S)
+        finally:
+            close_old_connections()
+
+    def hello():
+        try:
+            locked.wait(CONTENDER_TIMEOUT_S)
+            devices.device_connect(user=alice, device_id="a-2", channel_name="elsewhere.a-2")
+            hello_done.set()
+        finally:
+            close_old_connections()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        holder, greeter = pool.submit(transaction_holding_the_lock), pool.submit(hello)
+        # then the hello's connection waits for the transaction (which saw no socket of hers:
+        # it may deliver her events here only, because the hello that follows its commit
+        # replays them) ...
+        assert locked.wait(CONTENDER_TIMEOUT_S)
+        assert not hello_done.wait(0.5)
+        release.set()
+        holder.result(CONTENDER_TIMEOUT_S)
+        greeter.result(CONTENDER_TIMEOUT_S)
+    assert seen["sockets"] == ()
+    # ... and the next transaction sees her new socket, so its events go through the layer
+    with transaction.atomic():
+        assert services.lock_profiles([alice.pk])[alice.pk].socket_channels == ("elsewhere.a-2",)
