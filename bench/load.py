@@ -78,11 +78,13 @@ class CycleLoad:
         started = time.monotonic()
         job = self.job
         for index, (caller, callee) in enumerate(job["pairs"]):
+            caller_url, callee_url = (job["pair_urls"][index] if job.get("pair_urls")
+                                      else (job["caller_url"], job["callee_url"]))
             self.pairs.append(Pair(
                 index,
-                LoadClient(job["caller_url"], caller["session_key"], f"c{caller['user_id']}",
+                LoadClient(caller_url, caller["session_key"], f"c{caller['user_id']}",
                            user_id=caller["user_id"]),
-                LoadClient(job["callee_url"], callee["session_key"], f"c{callee['user_id']}",
+                LoadClient(callee_url, callee["session_key"], f"c{callee['user_id']}",
                            user_id=callee["user_id"])))
 
         def hello_fields(client: LoadClient, peer: LoadClient) -> dict:

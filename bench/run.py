@@ -310,6 +310,8 @@ def run_once(args, command_line: str) -> dict:
             job.update(pairs=pairs, caller_url=urls[0], callee_url=urls[-1], watch=args.watch,
                        cycles=args.cycles, timeout_ms=args.timeout_ms,
                        callee_frame=args.callee_frame)
+            if args.placement == "together":  # pair i on node i mod n, both of its users
+                job["pair_urls"] = [(urls[i % len(urls)],) * 2 for i in range(args.pairs)]
         elif args.scenario == "relay":
             module = "bench.relay"
             job.update(pairs=args.pairs, a_url=urls[0].replace("http", "ws", 1),
@@ -357,6 +359,7 @@ def run_once(args, command_line: str) -> dict:
         "population": args.population,
         "watch": args.watch if app == "duet" else None,
         "callee_frame": args.callee_frame if args.scenario == "cycle" else None,
+        "placement": args.placement if args.scenario == "cycle" else None,
         "load_average_at_start": load_at_start,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -450,6 +453,10 @@ def parse(argv: list[str]):
                              "a media report after the accept (the shape of every earlier "
                              "result); with-accept: it came while ringing and the accept carries "
                              "it (CallAPI's fast first frame, Duet's client)")
+    parser.add_argument("--placement", choices=["split", "together"], default="split",
+                        help="cycle, 2 nodes: split puts every caller on node 1 and every callee "
+                             "on node 2 (every earlier result); together puts both users of a "
+                             "pair on one node, the pairs spread over the nodes")
     parser.add_argument("--timeout-ms", type=int, default=5000,
                         help="ring timeout asked in each call (5000: the timer tasks run inside "
                              "the measured window)")
