@@ -45,16 +45,26 @@ def is_online_sent(user_id: int, *, now: datetime | None = None) -> Callable[[],
     """
     now = now or timezone.now()
     cutoff = _SEEN_AT.get_db_prep_value(presence_cutoff(now), connection)
+    return _sent(_is_online_sql(connection.vendor), [user_id, cutoff],
+                 lambda cursor: cursor.fetchone() is not None)
+
+
+def _sent(sql: str, params, read: Callable):
+    """Send ``sql`` now; the returned callable reads its answer with ``read(cursor)`` later.
+
+    In psycopg's pipeline mode (calls.rows.pipelined) the statement goes out without waiting and
+    its answer comes back with those of the statements sent after it; elsewhere it runs at once.
+    """
     cursor = connection.cursor()
     try:
-        cursor.execute(_is_online_sql(connection.vendor), [user_id, cutoff])
+        cursor.execute(sql, params)
     except BaseException:
         cursor.close()
         raise
 
-    def answer() -> bool:
+    def answer():
         try:
-            return cursor.fetchone() is not None
+            return read(cursor)
         finally:
             cursor.close()
     return answer
@@ -71,22 +81,13 @@ def socket_channels_sent(user_where: str, params) -> Callable[[], dict[int, list
     user = f"{quote(Connection._meta.db_table)}.{quote(Connection._meta.get_field('user').column)}"
     sql = (f"SELECT {user}, {quote(Connection._meta.get_field('channel_name').column)} "
            f"FROM {quote(Connection._meta.db_table)} WHERE {user_where.format(user=user)}")
-    cursor = connection.cursor()
-    try:
-        cursor.execute(sql, params)
-    except BaseException:
-        cursor.close()
-        raise
 
-    def answer() -> dict[int, list[str]]:
-        try:
-            channels: dict[int, list[str]] = {}
-            for user_id, channel_name in cursor.fetchall():
-                channels.setdefault(user_id, []).append(channel_name)
-            return channels
-        finally:
-            cursor.close()
-    return answer
+    def channels_by_user(cursor) -> dict[int, list[str]]:
+        channels: dict[int, list[str]] = {}
+        for user_id, channel_name in cursor.fetchall():
+            channels.setdefault(user_id, []).append(channel_name)
+        return channels
+    return _sent(sql, params, channels_by_user)
 
 
 @lru_cache(maxsize=None)
