@@ -58,12 +58,13 @@ class ProtocolClient:
         self.hello: dict | None = None
         self.received_at: dict[int, float] = {}
 
-    async def connect(self, *, last_seq: int | None = None) -> dict:
+    async def connect(self, *, last_seq: int | None = None, **hello_fields) -> dict:
+        """Open the socket and say hello (``hello_fields``: e.g. ``event_batches=True``)."""
         self.ws = await websockets.connect(
             self.ws_url, origin=self.origin, max_size=2**20, close_timeout=CLOSE_TIMEOUT_S,
             additional_headers={"Cookie": f"sessionid={self.session_id}"})
         self._reader = asyncio.create_task(self._read())
-        fields = {"device_id": self.device_id}
+        fields = {"device_id": self.device_id, **hello_fields}
         if last_seq is not None:
             fields["last_seq"] = last_seq
         self.hello = await self.request("hello", **fields)
@@ -80,23 +81,31 @@ class ProtocolClient:
             async for text in self.ws:
                 message = json.loads(text)
                 async with self._changed:
-                    if message.get("type") == "reply":
+                    kind = message.get("type")
+                    if kind == "reply":
                         self.replies[message["id"]] = message
-                    elif message.get("type") == "event" and "seq" not in message:
+                        await self._sequenced(message.get("events", []))  # event_batches
+                    elif kind == "event" and "seq" not in message:
                         self.presence.append(message)  # presence: unsequenced, not acknowledged
-                    elif message.get("type") == "event":
-                        self.received_at[message["seq"]] = time.perf_counter()
-                        if message["seq"] > self.last_seq:
-                            self.last_seq = message["seq"]
-                            self.events.append(message)
-                        if self.auto_ack:
-                            await self.ws.send(json.dumps({"type": "ack", "seq": message["seq"]}))
+                    elif kind == "event":
+                        await self._sequenced([message])
+                    elif kind == "events":  # event_batches: acknowledged once, by the last seq
+                        await self._sequenced(message["events"])
                     self._changed.notify_all()
         except websockets.ConnectionClosed:
             pass
         finally:
             async with self._changed:
                 self._changed.notify_all()
+
+    async def _sequenced(self, events: list[dict]) -> None:
+        for event in events:
+            self.received_at[event["seq"]] = time.perf_counter()
+            if event["seq"] > self.last_seq:
+                self.last_seq = event["seq"]
+                self.events.append(event)
+        if events and self.auto_ack:
+            await self.ws.send(json.dumps({"type": "ack", "seq": events[-1]["seq"]}))
 
     async def send(self, frame_type: str, frame_id: str | None = None, **fields) -> str:
         frame_id = frame_id or f"{self.device_id}-{next(self._ids)}"

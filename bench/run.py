@@ -205,8 +205,34 @@ def django_setup() -> None:
     os.environ.setdefault("DUET_LOG_LEVEL", "WARNING")
     import django
 
+    ensure_database(DATABASE_URL)
     django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
     _django_ready = True
+
+
+def ensure_database(url: str) -> None:
+    """Create the benchmark's PostgreSQL database when it is missing (a fresh machine)."""
+    from urllib.parse import urlsplit
+
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    if not parts.scheme.startswith("postgres"):
+        return
+    name = parts.path.lstrip("/")
+    admin = psycopg.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
+                            user=parts.username or "postgres", password=parts.password,
+                            dbname="postgres", autocommit=True)
+    try:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            log(f"created database {name}")
+    finally:
+        admin.close()
 
 
 def prepare(count: int, population: int = 0) -> list[dict]:
@@ -309,7 +335,8 @@ def run_once(args, command_line: str) -> dict:
             pairs = [(users[2 * i], users[2 * i + 1]) for i in range(args.pairs)]
             job.update(pairs=pairs, caller_url=urls[0], callee_url=urls[-1], watch=args.watch,
                        cycles=args.cycles, timeout_ms=args.timeout_ms,
-                       callee_frame=args.callee_frame)
+                       callee_frame=args.callee_frame,
+                       event_batches=args.event_batches == "on")
             if args.placement == "together":  # pair i on node i mod n, both of its users
                 job["pair_urls"] = [(urls[i % len(urls)],) * 2 for i in range(args.pairs)]
         elif args.scenario == "relay":
@@ -360,6 +387,7 @@ def run_once(args, command_line: str) -> dict:
         "watch": args.watch if app == "duet" else None,
         "callee_frame": args.callee_frame if args.scenario == "cycle" else None,
         "placement": args.placement if args.scenario == "cycle" else None,
+        "event_batches": args.event_batches == "on" if args.scenario == "cycle" else None,
         "load_average_at_start": load_at_start,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -453,6 +481,10 @@ def parse(argv: list[str]):
                              "a media report after the accept (the shape of every earlier "
                              "result); with-accept: it came while ringing and the accept carries "
                              "it (CallAPI's fast first frame, Duet's client)")
+    parser.add_argument("--event-batches", choices=["off", "on"], default="off",
+                        help="cycle: hello's event_batches. on: a transaction's events come in one "
+                             "frame, a frame's own in its reply, one ack per frame (Duet's "
+                             "client); off: one frame and one ack per event (every earlier result)")
     parser.add_argument("--placement", choices=["split", "together"], default="split",
                         help="cycle, 2 nodes: split puts every caller on node 1 and every callee "
                              "on node 2 (every earlier result); together puts both users of a "

@@ -3,7 +3,8 @@
 bench/client.py's ProtocolClient keeps every event and wakes every waiter on each frame, which is
 right for tests and too heavy for thousands of sockets on the cores it shares with the server.
 This one times every frame on arrival (``time.perf_counter``), acknowledges each sequenced event
-at once (as a browser would), counts re-sent duplicates, and lets a caller register what it
+at once (as a browser would; with ``event_batches``, each frame of events once, by its highest
+seq, as Duet's client does), counts re-sent duplicates, and lets a caller register what it
 waits for before sending the frame that causes it.
 """
 
@@ -28,12 +29,15 @@ class ReplyError(Exception):
 
 
 class LoadClient:
-    def __init__(self, base_url: str, session_key: str, device_id: str, *, user_id: int = 0):
+    def __init__(self, base_url: str, session_key: str, device_id: str, *, user_id: int = 0,
+                 event_batches: bool = False):
         self.ws_url = base_url.replace("http", "ws", 1) + "/ws/calls/"
         self.origin = base_url
         self.session_key = session_key
         self.device_id = device_id
         self.user_id = user_id
+        self.event_batches = event_batches
+        self.event_frames = 0  # frames that carried sequenced events (each acknowledged once)
         self.ws = None
         self.last_seq = 0
         self.duplicates = 0  # events received again (re-sent by the server) and dropped
@@ -52,6 +56,8 @@ class LoadClient:
             self.ws_url, origin=self.origin, max_size=2**20, ping_interval=None,
             additional_headers={"Cookie": f"sessionid={self.session_key}"}, open_timeout=60)
         self._reader = asyncio.create_task(self._read())
+        if self.event_batches:
+            hello_fields["event_batches"] = True
         reply, _, _ = await self.request("hello", device_id=self.device_id, **hello_fields)
         return reply
 
@@ -110,20 +116,15 @@ class LoadClient:
                     future = self._replies.get(message.get("id"))
                     if future is not None and not future.done():
                         future.set_result((message, arrived))
+                    if message.get("events"):  # the frame's own events (event_batches)
+                        await self._sequenced(message["events"], arrived)
                 elif kind == "event":
-                    seq = message.get("seq")
-                    if seq is None:
+                    if message.get("seq") is None:
                         self.presence_frames += 1  # presence: unsequenced, never acknowledged
                         continue
-                    await self.ws.send(json.dumps({"type": "ack", "seq": seq}))
-                    if seq <= self.last_seq:
-                        self.duplicates += 1
-                        continue
-                    self.last_seq = seq
-                    self.events_received += 1
-                    self.recent.append((arrived, message))
-                    if self._waiters:
-                        self._resolve(arrived, message)
+                    await self._sequenced([message], arrived)
+                elif kind == "events":
+                    await self._sequenced(message["events"], arrived)
         except ConnectionClosed:
             pass
         finally:
@@ -133,6 +134,20 @@ class LoadClient:
                 if not future.done():
                     future.set_exception(ConnectionError(f"{self.device_id}: socket closed"))
                     future.exception()  # retrieved here: whoever awaits it still gets it
+
+    async def _sequenced(self, events: list[dict], arrived: float) -> None:
+        """One frame's sequenced events: one ack (its highest seq), then each new one handled."""
+        self.event_frames += 1
+        await self.ws.send(json.dumps({"type": "ack", "seq": events[-1]["seq"]}))
+        for event in events:
+            if event["seq"] <= self.last_seq:
+                self.duplicates += 1
+                continue
+            self.last_seq = event["seq"]
+            self.events_received += 1
+            self.recent.append((arrived, event))
+            if self._waiters:
+                self._resolve(arrived, event)
 
     def _resolve(self, arrived: float, event: dict) -> None:
         still = []

@@ -30,7 +30,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from calls import devices, gate, media, selectors, services
-from calls.events import remember_home_loop, user_group
+from calls.events import remember_home_loop, user_group, wire_event
 from calls.gate import SocketUser
 from calls.models import Profile
 from calls.protocol import MAX_FRAME_BYTES, ProtocolError, parse_frame, reply_error, reply_ok
@@ -51,6 +51,9 @@ FRAME_BURST = 200
 # Close code for a socket without a signed-in user (the spec's "unauthenticated").
 CLOSE_UNAUTHENTICATED = 4401
 INCOMING_CALL_REASONS = ("remoteVideoCall", "remoteAudioCall")
+# A device that said hello with ``event_batches`` gets at most this many events in one ``events``
+# frame (a replay of up to 500 stored events goes out in several).
+EVENTS_PER_FRAME = 50
 # The socket's database work runs on DUET_DATABASE_THREADS threads, each with its own database
 # connection. Channels' default is one thread per process for every database_sync_to_async call,
 # so each frame's transaction (PostgreSQL round trips included) waited for every other socket's.
@@ -106,6 +109,9 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         self.user: SocketUser | None = None
         self.device_id: str | None = None
         self.sent_seq = 0
+        # hello's ``event_batches``: several events in one frame, and a frame's own events in
+        # its reply (docs/protocol.md); each event is then one frame of its own no more
+        self.batches = False
         self.unacked: dict[int, list] = {}  # seq -> [frame, due_monotonic, delay_s, first_sent]
         self.incoming_calls: dict[int, str] = {}  # seq of an incoming-call event -> call_id
         self.resend_task: asyncio.Task | None = None
@@ -189,9 +195,15 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         def handle():
             return handler(context, **frame.fields)
 
-        await self.send_json(await self._answer(
+        made = [] if self.batches else None
+        reply = await self._answer(
             frame.id, database_sync_to_async(services.client_frame_once),
-            {"user": user, "frame_id": frame.id, "handle": handle}, whole_reply=True))
+            {"user": user, "frame_id": frame.id, "handle": handle, "events_out": made},
+            whole_reply=True)
+        own = self._next_in_order([wire_event(row) for row in made]) if made else []
+        await self.send_json({**reply, "events": own} if own else reply)
+        if own:
+            self._ensure_resending()
 
     async def _answer(self, frame_id, function, fields, *, whole_reply=False) -> dict:
         try:
@@ -204,11 +216,13 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         return result if whole_reply else reply_ok(frame_id, result)
 
     async def on_hello(self, *, device_id: str, last_seq: int | None = None,
-                       watch: list[int] | None = None, media_reset: bool = False) -> dict:
+                       watch: list[int] | None = None, media_reset: bool = False,
+                       event_batches: bool = False) -> dict:
         if self.device_id is not None and device_id != self.device_id:
             raise ServiceError("invalid_message", "this socket already said hello as another device")
         first_hello = self.device_id is None
         self.device_id = device_id
+        self.batches = event_batches
         if first_hello:
             await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
             _LOCAL_CHANNELS.add(self.channel_name)
@@ -227,8 +241,7 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         self.presence_sent = _status_codes(self.watched, data["presence"])
         if last_seq is not None:
             self.sent_seq = max(self.sent_seq, min(last_seq, cursor))
-        for frame in replay:
-            await self._deliver(frame, fill_gaps=False)
+        await self._send_events([frame for frame in replay if self._take(frame)])
         self.sent_seq = max(self.sent_seq, cursor)
         return data
 
@@ -265,38 +278,82 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         """Events published for this user (calls.events.publish)."""
         if self.device_id is None:
             return
+        frames = []
         for item in message["events"]:
-            mine = not ((item["only"] and item["only"] != self.device_id)
-                        or (item["except"] and item["except"] == self.device_id))
-            if mine:
-                await self._deliver(item["frame"], fill_gaps=True)
+            if self._is_mine(item):
+                frames += await self._unsent(item["frame"])
             elif item["frame"]["seq"] == self.sent_seq + 1:
                 # another device's event: seen, so the next one of ours is no gap to fill
                 self.sent_seq += 1
+        await self._send_events(frames)
 
-    async def _deliver(self, frame: dict, *, fill_gaps: bool) -> None:
+    def _is_mine(self, item: dict) -> bool:
+        return not ((item["only"] and item["only"] != self.device_id)
+                    or (item["except"] and item["except"] == self.device_id))
+
+    def _next_in_order(self, items: list[dict]) -> list[dict]:
+        """Of a frame's own events, those this device gets next in seq order, taken as sent (for
+        the reply). From the first gap on (an earlier event still on its way through the group)
+        nothing is taken: the group's copy comes after it, and a gap is filled there."""
+        frames = []
+        for item in items:
+            seq = item["frame"]["seq"]
+            if seq <= self.sent_seq:
+                continue
+            if seq != self.sent_seq + 1:
+                break
+            if self._is_mine(item):
+                self._take(item["frame"])
+                frames.append(item["frame"])
+            else:
+                self.sent_seq += 1
+        return frames
+
+    async def _unsent(self, frame: dict) -> list[dict]:
+        """``frame`` if this device has not had it, after the stored events of any gap before it,
+        all taken as sent."""
         seq = frame["seq"]
         if seq <= self.sent_seq:
-            return
-        if fill_gaps and seq > self.sent_seq + 1:
+            return []
+        frames = []
+        if seq > self.sent_seq + 1:
             missing = await database_sync_to_async(selectors.events_after)(
                 user_id=self.user.pk, device_id=self.device_id, after_seq=self.sent_seq,
                 until_seq=seq - 1)
-            for earlier in missing:
-                await self._send_event(earlier)
-        await self._send_event(frame)
+            frames = [earlier for earlier in missing if self._take(earlier)]
+        if self._take(frame):
+            frames.append(frame)
+        return frames
 
-    async def _send_event(self, frame: dict) -> None:
+    def _take(self, frame: dict) -> bool:
+        """Count ``frame`` as sent (re-sent until acknowledged); False if it was already."""
         seq = frame["seq"]
         if seq <= self.sent_seq:
-            return
+            return False
         self.sent_seq = seq
         now = time.monotonic()
         self.unacked[seq] = [frame, now + RESEND_FIRST_S, RESEND_FIRST_S, now]
         if frame.get("name") == "call.state" and frame.get("reason") in INCOMING_CALL_REASONS:
             self.incoming_calls[seq] = frame["call_id"]
-        await self.send_json(frame)
-        if self.resend_task is None or self.resend_task.done():
+        return True
+
+    async def _send_events(self, frames: list[dict], *, resend: bool = False) -> None:
+        """Put events on the wire in seq order: one frame each, or with ``event_batches`` up to
+        EVENTS_PER_FRAME in one ``events`` frame."""
+        if not frames:
+            return
+        if self.batches and len(frames) > 1:
+            for start in range(0, len(frames), EVENTS_PER_FRAME):
+                await self.send_json({"type": "events",
+                                      "events": frames[start:start + EVENTS_PER_FRAME]})
+        else:
+            for frame in frames:
+                await self.send_json(frame)
+        if not resend:
+            self._ensure_resending()
+
+    def _ensure_resending(self) -> None:
+        if self.unacked and (self.resend_task is None or self.resend_task.done()):
             self.resend_task = asyncio.create_task(self._resend_loop())
 
     async def _resend_loop(self) -> None:
@@ -306,6 +363,7 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
             if next_due > now:
                 await asyncio.sleep(next_due - now)
                 continue
+            due = []
             for seq in sorted(self.unacked):
                 entry = self.unacked.get(seq)
                 if entry is None or entry[1] > now:
@@ -316,7 +374,8 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
                     continue
                 delay = min(delay * 2, RESEND_MAX_S)
                 entry[1], entry[2] = now + delay, delay
-                await self.send_json(frame)
+                due.append(frame)
+            await self._send_events(due, resend=True)
 
 
 def _status_codes(watched: array, presence: list[dict]) -> bytearray | bytes:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -102,11 +103,33 @@ class Outbox:
         if rows:
             statements.insert_values(UserEvent, USER_EVENT_FIELDS, rows)
             self.events = []
+            collecting = getattr(_collector, "target", None)
+            if collecting is not None:
+                user_id, sink = collecting
+                sink.extend(row for row in rows if row.user_id == user_id)
         if rows or afterwards:
             sockets = {user_group(row.user_id): getattr(profiles[row.user_id], "socket_channels",
                                                         None) for row in rows}
             transaction.on_commit(lambda: _publish_then(rows, afterwards, sockets))
         return rows
+
+
+_collector = threading.local()
+
+
+@contextmanager
+def collected_events(user_id: int):
+    """Inside, every event stored for ``user_id`` by this thread is also added to the yielded
+    list, in seq order: the events a client frame's own transaction made for its sender, which
+    the socket may carry in the frame's reply (docs/protocol.md, ``event_batches``). The list
+    means nothing unless the transaction commits; publication is unchanged."""
+    sink: list[StoredEvent] = []
+    previous = getattr(_collector, "target", None)
+    _collector.target = (user_id, sink)
+    try:
+        yield sink
+    finally:
+        _collector.target = previous
 
 
 def _publish_then(rows: list[StoredEvent], afterwards: list,

@@ -124,7 +124,8 @@ _REASON = (_string(MAX_REASON_CHARS, min_chars=0), OPTIONAL)
 
 SCHEMAS: dict[str, dict[str, tuple[Validator, bool]]] = {
     "hello": {"device_id": (_string(MAX_ID_CHARS), REQUIRED), "last_seq": (_integer(0), OPTIONAL),
-              "watch": (_id_list, OPTIONAL), "media_reset": (_boolean, OPTIONAL)},
+              "watch": (_id_list, OPTIONAL), "media_reset": (_boolean, OPTIONAL),
+              "event_batches": (_boolean, OPTIONAL)},
     "call": {
         "to": (_integer(1), REQUIRED),
         "call_type": (_choice(CallType), REQUIRED),

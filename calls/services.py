@@ -31,7 +31,7 @@ from calls.domain.machine import (
     RuleViolation, SendEvent, SendState, Side, Stamp, StartRingTimer, StopRingTimer, Transition,
     decide_dial, step,
 )
-from calls.events import Outbox, local_delivery_on
+from calls.events import Outbox, StoredEvent, collected_events, local_delivery_on
 from calls.models import CallEvent, CallSession, Profile, Room
 from calls.timers import ring_slots
 
@@ -743,8 +743,13 @@ def records_prune(*, now: datetime | None = None) -> int:
     return frames + events
 
 
-def client_frame_once(*, user, frame_id: str, handle) -> dict:
+def client_frame_once(*, user, frame_id: str, handle,
+                      events_out: list[StoredEvent] | None = None) -> dict:
     """Answer a client frame exactly once per (user, id): ``handle()`` returns the reply data.
+
+    ``events_out``, when given, receives the events the frame's transaction stored for ``user``
+    once it has committed (nothing on an error or a repeated frame): the socket may send its own
+    device's share with the reply instead of as frames of their own.
 
     The reply is stored in the transaction that made the frame's effects, so a frame re-sent
     (after a lost reply, on a new socket) gets the same reply and does nothing again. An error
@@ -770,9 +775,11 @@ def client_frame_once(*, user, frame_id: str, handle) -> dict:
     try:
         try:
             _frame_scope.active = True
-            with transaction.atomic(), rows.pipelined():
+            with transaction.atomic(), rows.pipelined(), collected_events(user.pk) as made:
                 reply = reply_ok(frame_id, handle())
                 store_reply(reply)
+            if events_out is not None:
+                events_out.extend(made)
             return reply
         finally:
             _frame_scope.active = False

@@ -37,17 +37,23 @@ def uses_postgres() -> bool:
 
 
 class Device:
-    """One device (socket) of a user. Events are acknowledged unless ``auto_ack`` is off."""
+    """One device (socket) of a user. Events are acknowledged unless ``auto_ack`` is off.
+
+    ``batches``: the device says hello with ``event_batches`` (docs/protocol.md): it takes
+    ``events`` frames and a reply's ``events``, and acknowledges each such frame once, with its
+    highest seq. ``frames`` keeps every frame received, as it came."""
 
     _ids = itertools.count(1)
 
     def __init__(self, user, device_id: str, *, cookie: str, auto_ack: bool = True,
-                 origin: bytes = ORIGIN):
+                 origin: bytes = ORIGIN, batches: bool = False):
         from project.asgi import application
 
         self.user = user
         self.device_id = device_id
         self.auto_ack = auto_ack
+        self.batches = batches
+        self.frames: list[dict] = []
         self.communicator = WebsocketCommunicator(
             application, "/ws/calls/",
             headers=[(b"cookie", f"sessionid={cookie}".encode()), (b"origin", origin)])
@@ -74,6 +80,8 @@ class Device:
                 fields["last_seq"] = last_seq
             if media_reset is not None:
                 fields["media_reset"] = media_reset
+            if device.batches:
+                fields["event_batches"] = True
             device.hello_data = await device.ok("hello", **fields)
         return device
 
@@ -118,18 +126,26 @@ class Device:
 
     async def _pump(self, timeout: float = FRAME_WAIT_S) -> dict:
         frame = await self.communicator.receive_json_from(timeout=timeout)
+        self.frames.append(frame)
         if frame.get("type") == "reply":
             self.replies[frame["id"]] = frame
+            await self._sequenced(frame.get("events", []))
         elif frame.get("type") == "event" and "seq" not in frame:
             self.presence.append(frame)  # presence is pushed unsequenced, never acknowledged
         elif frame.get("type") == "event":
-            self.events.append(frame)
-            if frame["seq"] > self.handled_seq:  # a client drops seqs it already handled
-                self.handled_seq = frame["seq"]
-                self.unread.append(frame)
-            if self.auto_ack:
-                await self.communicator.send_json_to({"type": "ack", "seq": frame["seq"]})
+            await self._sequenced([frame])
+        elif frame.get("type") == "events":
+            await self._sequenced(frame["events"])
         return frame
+
+    async def _sequenced(self, events: list[dict]) -> None:
+        for event in events:
+            self.events.append(event)
+            if event["seq"] > self.handled_seq:  # a client drops seqs it already handled
+                self.handled_seq = event["seq"]
+                self.unread.append(event)
+        if events and self.auto_ack:
+            await self.communicator.send_json_to({"type": "ack", "seq": events[-1]["seq"]})
 
     # ---- events ------------------------------------------------------------------------------
 

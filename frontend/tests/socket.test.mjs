@@ -37,7 +37,7 @@ test("hello is the first frame, with the stored device id and the watch list", (
   FakeWebSocket.last.open();
   // then
   assert.deepEqual(FakeWebSocket.last.sent.map(({ id, ...rest }) => rest),
-                   [{ type: "hello", device_id: "web-abc", watch: [2, 3] }]);
+                   [{ type: "hello", device_id: "web-abc", event_batches: true, watch: [2, 3] }]);
 });
 
 test("requests wait for the hello reply, then go out in order", async () => {
@@ -89,6 +89,57 @@ test("every sequenced event is acknowledged and a repeated seq is dropped", () =
   assert.deepEqual(ws.frames("ack"), [{ type: "ack", seq: 8 }, { type: "ack", seq: 8 }, { type: "ack", seq: 9 }]);
   assert.deepEqual(seen.events.map(([event]) => event.seq), [8, 9]);
   assert.equal(storage.getItem("duet.lastSeq"), "9");
+});
+
+test("an events frame is acknowledged once, by its highest seq, and its events are handled in order", () => {
+  // given
+  const { socket, seen, storage } = makeSocket();
+  socket.start();
+  const ws = FakeWebSocket.last;
+  ws.open();
+  answerHello(ws);
+  ws.serverSends({ type: "event", seq: 8, name: "call.state", call_id: "c1" });
+  // when a batch repeats seq 8 and brings 9 and 10
+  ws.serverSends({ type: "events", events: [
+    { type: "event", seq: 8, name: "call.state", call_id: "c1" },
+    { type: "event", seq: 9, name: "call.state", call_id: "c1" },
+    { type: "event", seq: 10, name: "call.event", call_id: "c1" },
+  ] });
+  // then
+  assert.deepEqual(ws.frames("ack"), [{ type: "ack", seq: 8 }, { type: "ack", seq: 10 }]);
+  assert.deepEqual(seen.events.map(([event]) => event.seq), [8, 9, 10]);
+  assert.equal(storage.getItem("duet.lastSeq"), "10");
+});
+
+test("a reply's events are handled after the code awaiting the reply, and later frames wait behind them", async () => {
+  // given
+  const { socket, clock, seen } = makeSocket();
+  socket.start();
+  const ws = FakeWebSocket.last;
+  ws.open();
+  answerHello(ws);
+  const order = [];
+  socket.on("event", (event) => order.push(`event ${event.seq}`));
+  const replied = socket.request("call", { to: 2, call_type: "video" })
+    .then((data) => order.push(`reply ${data.call_id}`));
+  // when the reply carries seqs 8 and 9, and seq 10 and a presence change follow at once
+  ws.serverSends({ type: "reply", id: ws.frames("call")[0].id, ok: true, data: { call_id: "c1" },
+                   events: [{ type: "event", seq: 8, name: "call.state", call_id: "c1" },
+                            { type: "event", seq: 9, name: "call.event", call_id: "c1" }] });
+  ws.serverSends({ type: "event", seq: 10, name: "call.event", call_id: "c1" });
+  ws.serverSends({ type: "event", name: "presence", call_id: null, user_id: 2, status: "busy" });
+  await replied;
+  // then: acknowledged at once, nothing handled before the reply's awaiters ran
+  assert.deepEqual(ws.frames("ack"), [{ type: "ack", seq: 9 }, { type: "ack", seq: 10 }]);
+  assert.deepEqual(order, ["reply c1"]);
+  // when the next turn comes
+  clock.advance(0);
+  // then
+  assert.deepEqual(order, ["reply c1", "event 8", "event 9", "event 10", "event undefined"]);
+  assert.deepEqual(seen.events.map(([event]) => event.status ?? event.seq), [8, 9, 10, "busy"]);
+  // and afterwards events are handled at once again
+  ws.serverSends({ type: "event", seq: 11, name: "call.state", call_id: "c1" });
+  assert.equal(order.at(-1), "event 11");
 });
 
 test("a hello reply whose seq is below the device's own resets it: the server's new events are not dropped", () => {
@@ -205,9 +256,10 @@ test("only a reloaded page's first hello says media_reset, not its later reconne
   second.open();
   // then
   assert.deepEqual(first.frames("hello").map(({ id, ...rest }) => rest),
-                   [{ type: "hello", device_id: "web-kept", last_seq: 20, media_reset: true }]);
+                   [{ type: "hello", device_id: "web-kept", event_batches: true, last_seq: 20,
+                      media_reset: true }]);
   assert.deepEqual(second.frames("hello").map(({ id, ...rest }) => rest),
-                   [{ type: "hello", device_id: "web-kept", last_seq: 20 }]);
+                   [{ type: "hello", device_id: "web-kept", event_batches: true, last_seq: 20 }]);
 });
 
 test("events replayed after a drop on a living page are not stale", () => {

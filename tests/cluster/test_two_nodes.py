@@ -208,13 +208,14 @@ def call_events(client: ProtocolClient, after: int = 0) -> list[tuple]:
     return summary([e for e in client.events if e["seq"] > after and e["name"].startswith("call.")])
 
 
-def test_a_call_across_two_nodes(cluster, people):
+@pytest.mark.parametrize("event_batches", [False, True], ids=["event-frames", "event-batches"])
+def test_a_call_across_two_nodes(cluster, people, event_batches):
     users, cookies = people
     one, two = cluster.start_node("one"), cluster.start_node("two")
 
     async def scenario():
-        alice = await client_on(one, cookies["alice"], "alice-1")
-        bob = await client_on(two, cookies["bob"], "bob-1")
+        alice = await client_on(one, cookies["alice"], "alice-1", event_batches=event_batches)
+        bob = await client_on(two, cookies["bob"], "bob-1", event_batches=event_batches)
         started = await alice.request("call", to=users["bob"].pk, call_type="video")
         call_id = started["call_id"]
         await alice.event("call.event", event="remoteUserRecvCall")

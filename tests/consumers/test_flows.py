@@ -14,6 +14,19 @@ from tests.support import summary
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+
+@pytest.fixture(params=["event-frames", "event-batches"])
+def opened(request, opened):
+    """Every flow twice: devices that take one frame per event (the spec's) and devices that said
+    hello with ``event_batches`` (events frames, a frame's own events in its reply)."""
+    batches = request.param == "event-batches"
+
+    async def open_device(user, **options):
+        options.setdefault("batches", batches)
+        return await opened(user, **options)
+
+    return open_device
+
 CALLING_VIDEO = [("state", "calling", "localVideoCall"), ("event", "localVideoCall")]
 RINGING_VIDEO = [("state", "calling", "remoteVideoCall"), ("event", "remoteVideoCall")]
 RECEIPT = [("event", "remoteUserRecvCall")]

@@ -5,6 +5,11 @@
  * - `hello` is the first frame of every connection; nothing else is sent before its reply;
  * - every event with a `seq` is acknowledged at once (the caller's "ringing" is the server seeing
  *   the callee's ack) and handled once: a seq at or below the last handled one is dropped;
+ * - hello asks for `event_batches` (docs/protocol.md): an `events` frame carries several events,
+ *   acknowledged once by its highest seq, and a reply may carry the events its request caused
+ *   for this device. Those are handled on the next turn, after the code awaiting the reply ran
+ *   (as if they had come in a frame of their own), and anything arriving meanwhile waits
+ *   behind them, so events are always handled in the order they came;
  * - a request is answered exactly once: unanswered requests are re-sent with the same `id` after
  *   each reconnect (the server replays its stored reply instead of acting twice), and a request
  *   refused as `rate_limited` is sent again a moment later;
@@ -78,6 +83,8 @@ export class CallSocket {
     this.pending = new Map(); // id -> {frame, resolve, reject, timer, sentAt}
     this.replyTimes = []; // the last replies' round trips, for diagnostics: [{type, ms}]
     this.listeners = { event: [], hello: [], status: [] };
+    this.held = []; // [event, replayed] waiting for the turn after a reply that carried events
+    this.heldTimer = null;
     this.ws = null;
     this.ready = false; // hello answered on the current connection
     this.helloId = null;
@@ -144,7 +151,7 @@ export class CallSocket {
     // Only the first hello of a page load starts from nothing: events replayed to it concern
     // media state that died with the previous page.
     this.pageResume = this.resuming && !this.everReady;
-    const frame = { id: this.helloId, type: "hello", device_id: this.memory.deviceId };
+    const frame = { id: this.helloId, type: "hello", device_id: this.memory.deviceId, event_batches: true };
     if (this.resuming) frame.last_seq = this.memory.lastSeq;
     // The server forgets the first remote frames this device reported: they came through
     // connections of the previous page, and the call must connect on what this page sees.
@@ -164,8 +171,11 @@ export class CallSocket {
     if (message.type === "reply") {
       if (message.id === this.helloId) this._helloAnswered(message);
       else this._answered(message);
+      if (Array.isArray(message.events) && message.events.length) this._events(message.events, true);
     } else if (message.type === "event") {
-      this._event(message);
+      this._events([message], false);
+    } else if (message.type === "events" && Array.isArray(message.events) && message.events.length) {
+      this._events(message.events, false);
     }
   }
 
@@ -208,10 +218,24 @@ export class CallSocket {
     else entry.reject(new ReplyError(reply.error?.code ?? "internal", reply.error?.message ?? ""));
   }
 
-  _event(event) {
+  /** One frame's events: one ack (its highest seq), then each handled, now or after `hold`. */
+  _events(events, hold) {
+    const seqs = events.map((event) => event.seq).filter((seq) => typeof seq === "number");
+    if (seqs.length) this._send({ type: "ack", seq: Math.max(...seqs) });
     const replayed = !this.ready;
+    if (!hold && !this.held.length) {
+      for (const event of events) this._event(event, replayed);
+      return;
+    }
+    for (const event of events) this.held.push([event, replayed]);
+    this.heldTimer ??= this.timers.setTimeout(() => {
+      this.heldTimer = null;
+      for (const [event, wasReplayed] of this.held.splice(0)) this._event(event, wasReplayed);
+    }, 0);
+  }
+
+  _event(event, replayed) {
     if (typeof event.seq === "number") {
-      this._send({ type: "ack", seq: event.seq });
       if (this.memory.lastSeq != null && event.seq <= this.memory.lastSeq) return;
       this.memory.saveSeq(event.seq);
     }
