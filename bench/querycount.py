@@ -44,8 +44,8 @@ def main() -> None:
     from calls import consumers, devices, events, protocol, services
 
     # no layer here: count the database alone (presence queries still run, their sends do not)
-    events.publish = lambda rows: None
-    devices.send_to_groups = lambda messages: None
+    events.publish = lambda rows, sockets=None: None
+    devices.send_to_groups = lambda messages, sockets=None: None
     reset_call_tables()
     users = prepare_users(max(2, args.population))[:2]
     caller, callee = (get_user_model().objects.get(pk=u.user_id) for u in users)

@@ -5,7 +5,9 @@ It also delivers the user's events to this device at least once, in seq order:
 - events arrive through the user's group (calls.events); a seq already sent is dropped, a gap is
   filled from the stored events first;
 - an event not acknowledged is sent again after RESEND_FIRST_S, doubling up to RESEND_MAX_S;
-- ``hello`` with ``last_seq`` replays what the device missed.
+- ``hello`` with ``last_seq`` replays what the device missed;
+- a device that said hello with ``event_batches`` gets a publication's events in one ``events``
+  frame, and the events its own frame made for it with that frame's reply (docs/protocol.md).
 
 It overrides ``receive`` rather than ``receive_json``: the spec wants oversized frames refused
 before decoding, and malformed JSON answered with ``invalid_message`` instead of a closed socket.
