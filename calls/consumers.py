@@ -112,7 +112,7 @@ class CallConsumer(AsyncJsonWebsocketConsumer):
         self.device_id: str | None = None
         self.sent_seq = 0
         # hello's ``event_batches``: several events in one frame, and a frame's own events in
-        # its reply (docs/protocol.md); each event is then one frame of its own no more
+        # its reply (docs/protocol.md); without it, every event is a frame of its own
         self.batches = False
         self.unacked: dict[int, list] = {}  # seq -> [frame, due_monotonic, delay_s, first_sent]
         self.incoming_calls: dict[int, str] = {}  # seq of an incoming-call event -> call_id

@@ -74,13 +74,19 @@ test("an error reply rejects with its code", async () => {
   await assert.rejects(replied, { code: "state_mismatch", reason: "the call has ended" });
 });
 
-test("every sequenced event is acknowledged and a repeated seq is dropped", () => {
-  // given
-  const { socket, seen, storage } = makeSocket();
-  socket.start();
+/** A socket started, open and past its hello reply. */
+function readySocket() {
+  const parts = makeSocket();
+  parts.socket.start();
   const ws = FakeWebSocket.last;
   ws.open();
   answerHello(ws);
+  return { ...parts, ws };
+}
+
+test("every sequenced event is acknowledged and a repeated seq is dropped", () => {
+  // given
+  const { ws, seen, storage } = readySocket();
   // when
   ws.serverSends({ type: "event", seq: 8, name: "call.state", call_id: "c1" });
   ws.serverSends({ type: "event", seq: 8, name: "call.state", call_id: "c1" });
@@ -93,11 +99,7 @@ test("every sequenced event is acknowledged and a repeated seq is dropped", () =
 
 test("an events frame is acknowledged once, by its highest seq, and its events are handled in order", () => {
   // given
-  const { socket, seen, storage } = makeSocket();
-  socket.start();
-  const ws = FakeWebSocket.last;
-  ws.open();
-  answerHello(ws);
+  const { ws, seen, storage } = readySocket();
   ws.serverSends({ type: "event", seq: 8, name: "call.state", call_id: "c1" });
   // when a batch repeats seq 8 and brings 9 and 10
   ws.serverSends({ type: "events", events: [
@@ -113,11 +115,7 @@ test("an events frame is acknowledged once, by its highest seq, and its events a
 
 test("a reply's events are handled after the code awaiting the reply, and later frames wait behind them", async () => {
   // given
-  const { socket, clock, seen } = makeSocket();
-  socket.start();
-  const ws = FakeWebSocket.last;
-  ws.open();
-  answerHello(ws);
+  const { socket, ws, clock, seen } = readySocket();
   const order = [];
   socket.on("event", (event) => order.push(`event ${event.seq}`));
   const replied = socket.request("call", { to: 2, call_type: "video" })
