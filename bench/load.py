@@ -36,6 +36,8 @@ STEP_TIMEOUT_S = 10.0
 DRAIN_S = 15.0
 # Failure messages kept in the result (the count is always complete).
 FAILURES_KEPT = 20
+# Turns a perf_counter reading into the epoch clock, to line a sample up with server logs.
+EPOCH_MINUS_PERF = time.time() - time.perf_counter()
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Timings:
     setup: list[float] = field(default_factory=list)
     hangup: list[float] = field(default_factory=list)
     cycle: list[float] = field(default_factory=list)
+    # (the call frame's send time on the epoch clock, the invite's latency): with job "series"
+    invite_series: list[tuple[float, float]] = field(default_factory=list)
 
 
 class CycleLoad:
@@ -133,7 +137,11 @@ class CycleLoad:
             self.completed_in_window += 1
         if measured:
             for name, value in times.items():
-                getattr(self.timings, name).append(value)
+                if name != "sent_at":
+                    getattr(self.timings, name).append(value)
+            if self.job.get("series"):
+                self.timings.invite_series.append(
+                    (round(times["sent_at"] + EPOCH_MINUS_PERF, 4), round(times["invite"] * 1000, 2)))
         self.idle.append(pair)
 
     async def _steps(self, caller: LoadClient, callee: LoadClient) -> tuple[str, dict]:
@@ -179,6 +187,7 @@ class CycleLoad:
         (caller_end, _), (callee_end, _) = await asyncio.wait_for(
             asyncio.gather(caller_done, callee_done), STEP_TIMEOUT_S)
         return call_id, {
+            "sent_at": call_sent,
             "invite": rang_at - call_sent,
             "call_reply": call_replied - call_sent,
             "receipt": receipt_at - call_sent,
@@ -274,6 +283,8 @@ async def main(job: dict) -> dict:
                                     "hangup", "cycle")},
         **window.report(completed, "cycle"),
     }
+    if job.get("series"):
+        result["invite_series"] = load.timings.invite_series
     # the rate of frames that carried events to the clients: what the relay is run at (one per
     # event, or fewer with event_batches)
     result["event_frames_per_s"] = (

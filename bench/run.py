@@ -336,7 +336,7 @@ def run_once(args, command_line: str) -> dict:
             job.update(pairs=pairs, caller_url=urls[0], callee_url=urls[-1], watch=args.watch,
                        cycles=args.cycles, timeout_ms=args.timeout_ms,
                        callee_frame=args.callee_frame,
-                       event_batches=args.event_batches == "on")
+                       event_batches=args.event_batches == "on", series=args.series)
             if args.placement == "together":  # pair i on node i mod n, both of its users
                 job["pair_urls"] = [(urls[i % len(urls)],) * 2 for i in range(args.pairs)]
         elif args.scenario == "relay":
@@ -485,6 +485,9 @@ def parse(argv: list[str]):
                         help="cycle: hello's event_batches. on: a transaction's events come in one "
                              "frame, a frame's own in its reply, one ack per frame (Duet's "
                              "client); off: one frame and one ack per event (every earlier result)")
+    parser.add_argument("--series", action="store_true",
+                        help="cycle: keep every measured invite as (send time on the epoch "
+                             "clock, latency ms) in the result, to see when the slow ones came")
     parser.add_argument("--placement", choices=["split", "together"], default="split",
                         help="cycle, 2 nodes: split puts every caller on node 1 and every callee "
                              "on node 2 (every earlier result); together puts both users of a "
