@@ -215,3 +215,21 @@ def test_the_reply_skips_events_already_sent_and_stops_at_a_later_gap():
 
     assert [frame["seq"] for frame in taken] == [6]
     assert consumer.sent_seq == 6
+
+
+async def test_a_long_replay_goes_out_in_frames_of_at_most_fifty_events(opened, alice, bob):
+    a = await opened(alice, batches=True)
+    laptop = await opened(bob, device_id="bob-laptop", batches=True)
+    for _ in range(13):  # 13 calls, 4 events each for bob: ringing (2), cancelled (2)
+        call_id = (await a.ok("call", to=bob.pk, call_type="video"))["call_id"]
+        await laptop.take_events(2)
+        await a.ok("cancel", call_id=call_id)
+        await laptop.take_events(2)
+    await laptop.close()
+
+    back = await opened(bob, device_id="bob-phone", batches=True, last_seq=0)
+    replayed = [frame for frame in back.frames if frame.get("type") == "events"]
+    assert [len(frame["events"]) for frame in replayed] == [50, 2]
+    seqs = [event["seq"] for frame in replayed for event in frame["events"]]
+    assert seqs == list(range(1, 53))
+    assert back.frames[len(replayed)]["type"] == "reply"  # hello's, after the whole replay
