@@ -1,8 +1,6 @@
 """``event_batches`` (docs/protocol.md): several events in one frame, and a frame's own events in
 its reply, for devices that ask for it; one frame per event for every other device."""
 
-import asyncio
-
 import pytest
 
 from calls.consumers import CallConsumer
@@ -46,9 +44,8 @@ async def test_a_transactions_events_come_in_one_frame_and_the_callers_ride_on_i
     assert [shape(frame) for frame in sequenced_frames(a)] == [
         ("reply", CALLING_VIDEO), ("event", [("event", "remoteUserRecvCall")])]
     # each frame's single ack stopped the re-sends of all its events
-    await asyncio.sleep(PAST_FIRST_RESEND_S)
-    await a.assert_silent()
-    await b.assert_silent()
+    await a.assert_silent(timeout=PAST_FIRST_RESEND_S)
+    await b.assert_silent(timeout=PAST_FIRST_RESEND_S)
     assert len(a.events) == 3 and len(b.events) == 2  # no event came twice
 
 
