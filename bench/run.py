@@ -149,6 +149,12 @@ def wait_port(port: int, process: subprocess.Popen) -> None:
     raise SystemExit(f"nothing listens on port {port} after {SERVER_START_S}s")
 
 
+def node_core(node: int) -> int:
+    """The core node ``node`` (1-based) is pinned to with ``--pin on``: one node per core."""
+    cores = sorted(os.sched_getaffinity(0))
+    return cores[(node - 1) % len(cores)]
+
+
 def start_servers(args, processes: Processes, *, app: str) -> list[str]:
     env = server_env(args)
     urls = []
@@ -162,9 +168,13 @@ def start_servers(args, processes: Processes, *, app: str) -> list[str]:
             (RESULTS_DIR / "profiles").mkdir(parents=True, exist_ok=True)
         elif app == "duet":
             command = [str(VENV_BIN / "python"), "manage.py", "serve", "--port", str(port)]
+            if args.pin == "on":
+                command += ["--cpu", str(node_core(node))]
         else:
             command = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
                        "bench.relay_app:application"]
+        if args.pin == "on" and command[1:3] != ["manage.py", "serve"]:
+            command = ["taskset", "-c", str(node_core(node)), *command]
         processes.start(f"node{node}", command, env)
         urls.append(f"http://127.0.0.1:{port}")
     if app == "duet" and args.layer != "memory":
@@ -387,6 +397,7 @@ def run_once(args, command_line: str) -> dict:
         "watch": args.watch if app == "duet" else None,
         "callee_frame": args.callee_frame if args.scenario == "cycle" else None,
         "placement": args.placement if args.scenario == "cycle" else None,
+        "pinned": args.pin == "on",
         "event_batches": args.event_batches == "on" if args.scenario == "cycle" else None,
         "load_average_at_start": load_at_start,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -492,6 +503,12 @@ def parse(argv: list[str]):
                         help="cycle, 2 nodes: split puts every caller on node 1 and every callee "
                              "on node 2 (every earlier result); together puts both users of a "
                              "pair on one node, the pairs spread over the nodes")
+    parser.add_argument("--pin", choices=["off", "on"], default="off",
+                        help="on: node i runs pinned to CPU core (i-1) mod cores, one web "
+                             "process per core as the README's production topology has it "
+                             "(Duet: manage.py serve --cpu; the relay: taskset); off: the "
+                             "scheduler places every thread (every result before 2026-12-03 "
+                             "17:45)")
     parser.add_argument("--timeout-ms", type=int, default=5000,
                         help="ring timeout asked in each call (5000: the timer tasks run inside "
                              "the measured window)")

@@ -79,11 +79,12 @@ def process_report(pid: int) -> str:
     return f"threads: {', '.join(threads)}; children: {children or 'none'}"
 
 
-def start_serve(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
-    """`manage.py serve` on a free port, once /healthz answers."""
+def start_serve(env: dict[str, str], log_path: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    """`manage.py serve [options]` on a free port, once /healthz answers."""
     port = free_port()
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)],
+        process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port),
+                                    *options],
                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
