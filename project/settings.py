@@ -134,7 +134,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"].setdefault("TEST", {})
 # PostgreSQL's synchronous_commit for Duet's sessions. "on" (the default): a commit waits for its
-# WAL flush (about 3.5 ms on this machine's disk), so nothing committed is ever lost. "off": a
+# WAL flush (0.2-0.45 ms at the median on the benchmark machine's disk, longer when that virtual
+# disk stalls: docs/benchmarks.md), so nothing committed is ever lost. "off": a
 # PostgreSQL crash (not a Duet crash) may lose the last ~0.6 s of commits, including events that
 # devices already received; an open socket then drops the re-numbered events as repeats until
 # its device says hello again (README). Every call transaction commits in under 1 ms.
