@@ -26,7 +26,7 @@ values (:func:`insert_values`): a row that is only written needs no model instan
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from functools import lru_cache
 
@@ -330,17 +330,33 @@ def select_for_update(model: type[models.Model], where: str, params, *, related:
     ``behind()``, if given, is called once the locking statement is sent and before its rows are
     read: a statement it sends then runs after the lock is granted, and inside a pipelined block
     (:func:`pipelined`) its answer comes back in the same round trip."""
+    rows = select_for_update_sent(model, where, params, related=related, order_by=order_by)
+    if behind is not None:
+        behind()
+    return rows()
+
+
+def select_for_update_sent(model: type[models.Model], where: str, params, *,
+                           related: str | None = None, order_by: str | None = None):
+    """:func:`select_for_update`'s statement, sent now; the returned callable reads its rows later
+    (once). Inside a pipelined block the statements sent between the two travel in the same round
+    trip, and run after this one's locks are granted (the lock order is the order sent)."""
     db = database()
     target = model._meta.get_field(related) if related is not None else None
     width = len(_reader(model)[0])
-    found = []
-    with cursor(db) as statement:
+    with ExitStack() as stack:  # a send that fails closes the cursor here, as Django's error
+        statement = stack.enter_context(cursor(db))
         statement.execute(_select_sql(model, where, related, order_by, db.vendor), params)
-        if behind is not None:
-            behind()
-        for values in statement.fetchall():
-            instance = _build(db, model, values[:width])
-            if target is not None:
-                target.set_cached_value(instance, _build(db, target.related_model, values[width:]))
-            found.append(instance)
-    return found
+        opened = stack.pop_all()  # sent: the cursor stays open until read() has its rows
+
+    def read() -> list[models.Model]:
+        found = []
+        with opened:
+            for values in statement.fetchall():
+                instance = _build(db, model, values[:width])
+                if target is not None:
+                    target.set_cached_value(instance,
+                                            _build(db, target.related_model, values[width:]))
+                found.append(instance)
+        return found
+    return read

@@ -134,20 +134,25 @@ def lock_profiles(user_ids) -> dict[int, Profile]:
     return profiles
 
 
-def _lock_profiles_where(user_where: str, params) -> dict[int, Profile]:
+def _lock_profiles_where(user_where: str, params, *, also=None) -> dict[int, Profile]:
     """Lock the profiles that ``user_where`` picks (SQL with ``{user}`` for the user column), in
     ascending user id. With local delivery (events.local_delivery_on) the users' socket channels
     are read by a statement sent right behind the lock: it runs once the lock is granted, so it
     sees every connection a ``hello`` committed before (devices.device_connect takes the profile
     row too), and its answer comes back in the lock's round trip. Each profile then carries
-    ``socket_channels`` for the outbox; ``None`` means "not read" (send through the layer)."""
+    ``socket_channels`` for the outbox; ``None`` means "not read" (send through the layer).
+    ``also()``, if given, sends more statements behind those (see rows.select_for_update)."""
     read = {}
+    reading_sockets = local_delivery_on()
 
     def behind():
-        read["sockets"] = selectors.socket_channels_sent(user_where, params)
+        if reading_sockets:
+            read["sockets"] = selectors.socket_channels_sent(user_where, params)
+        if also is not None:
+            also()
     found = rows.select_for_update(Profile, user_where.format(user=rows.column(Profile, "user")),
                                    params, related="user", order_by="user",
-                                   behind=behind if local_delivery_on() else None)
+                                   behind=behind if reading_sockets or also else None)
     sockets = read["sockets"]() if read else None
     for profile in found:
         profile.socket_channels = (None if sockets is None
@@ -488,19 +493,35 @@ def _participants_where() -> str:
 
 
 def lock_call(call_id: str) -> CallSession:
-    found = rows.select_for_update(CallSession, f"{rows.column(CallSession, 'call_id')} = %s",
-                                   [call_id])
+    return _the_call(call_id, _lock_call_sent(call_id)())
+
+
+def _lock_call_sent(call_id: str):
+    return rows.select_for_update_sent(CallSession, f"{rows.column(CallSession, 'call_id')} = %s",
+                                       [call_id])
+
+
+def _the_call(call_id: str, found: list[CallSession]) -> CallSession:
     if not found:
         raise ServiceError("not_found", f"no call {call_id}")
     return found[0]
 
 
-def lock_participants(call_id: str) -> dict[int, Profile]:
-    """Lock the profiles of a call's two participants (ascending id) in one query."""
-    profiles = _lock_profiles_where(_participants_where(), [call_id, call_id])
+def lock_participants_and_call(call_id: str) -> tuple[dict[int, Profile], CallSession]:
+    """Lock the profiles of a call's two participants (ascending id, one query), then the call,
+    in that lock order, in one round trip on PostgreSQL: the call's lock is sent right behind the
+    profiles' (with their sockets' read) and runs once those are granted (docs/benchmarks.md,
+    "One round trip less per transition")."""
+    sent = []
+
+    def behind():
+        sent.append(_lock_call_sent(call_id))
+    profiles = _lock_profiles_where(_participants_where(), [call_id, call_id], also=behind)
+    found = sent[0]()
     if len(profiles) == 2:
-        return profiles
-    return lock_profiles(_participants(call_id))  # no such call, or a profile still to create
+        return profiles, _the_call(call_id, found)
+    # no such call, or a profile still to create: the profiles' lock first, as everywhere
+    return lock_profiles(_participants(call_id)), lock_call(call_id)
 
 
 def _step_call(*, call_id: str, inp: Input, now: datetime | None, record: Record,
@@ -510,10 +531,9 @@ def _step_call(*, call_id: str, inp: Input, now: datetime | None, record: Record
     record non-rule facts on the locked row (milestone times, client costs) and returns the names
     of the fields it set."""
     with _atomic(), rows.pipelined():
-        profiles = lock_participants(call_id)
+        profiles, call = lock_participants_and_call(call_id)
         if check_user is not None and check_user not in profiles:
             raise ServiceError("forbidden", "you are not a participant of this call")
-        call = lock_call(call_id)
         now = call_moment(call, now)
         inp = replace(inp, now_ms=to_ms(now))
         before = to_snapshot(call)
@@ -608,8 +628,7 @@ def call_renew_media(*, call_id: str, now: datetime | None = None) -> bool:
     if not media.agora_enabled():
         return False
     with _atomic(), rows.pipelined():
-        profiles = lock_participants(call_id)
-        call = lock_call(call_id)
+        profiles, call = lock_participants_and_call(call_id)
         if call.phase not in LIVE_PHASES:
             return False
         outbox = Outbox(now)

@@ -409,3 +409,72 @@ def test_a_hello_waits_for_a_call_transaction_holding_its_users_profile(alice, b
     # ... and the next transaction sees her new socket, so its events go through the layer
     with transaction.atomic():
         assert services.lock_profiles([alice.pk])[alice.pk].socket_channels == ("elsewhere.a-2",)
+
+
+def test_a_transition_locks_the_call_only_once_its_participants_profiles_are_granted(alice, bob):
+    # given a ringing call, and a transaction of another process holding alice's profile
+    from django.db import close_old_connections, transaction
+
+    from calls import rows
+
+    online(bob, "b1")
+    call = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
+                               call_type="video").call
+    assert call.phase == "ringing"
+    locked, release, cancelled = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_alices_profile():
+        try:
+            with transaction.atomic():
+                services.lock_profiles([alice.pk])
+                locked.set()
+                release.wait(CONTENDER_TIMEOUT_S)
+        finally:
+            close_old_connections()
+
+    def cancel():
+        try:
+            locked.wait(CONTENDER_TIMEOUT_S)
+            services.call_cancel(user=alice, device_id="a1", call_id=call.call_id)
+            cancelled.set()
+        finally:
+            close_old_connections()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        holder, canceller = pool.submit(hold_alices_profile), pool.submit(cancel)
+        assert locked.wait(CONTENDER_TIMEOUT_S)
+        # when alice's cancel is waiting for her profile (its call lock sent right behind)
+        assert not cancelled.wait(0.5)
+        # then the call's row is not locked yet: the call lock waits behind the profiles', in
+        # the lock order every transaction keeps
+        with transaction.atomic():
+            rows.execute(f"SELECT 1 FROM {CallSession._meta.db_table} WHERE id = %s "
+                         "FOR UPDATE NOWAIT", [call.pk])
+        release.set()
+        holder.result(CONTENDER_TIMEOUT_S)
+        canceller.result(CONTENDER_TIMEOUT_S)
+    call.refresh_from_db()
+    assert call.phase == "ended" and call.end_reason == "cancelled"
+
+
+def test_a_transition_waits_once_for_its_locks_before_it_writes(alice, bob, monkeypatch):
+    """The profiles' lock, their sockets' read and the call's lock come back in one round trip:
+    in psycopg's pipeline a transition waits for answers twice, once for its locks and once at
+    its block's end (the sync that answers its writes), where it waited three times before."""
+    from psycopg._pipeline_base import BasePipeline
+
+    online(bob, "b1")
+    call = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
+                               call_type="video").call
+    waits = []
+    fetch = BasePipeline._fetch_gen
+
+    def counted(self, *, flush):
+        if flush:  # a flush request: the answers so far are wanted now
+            waits.append(flush)
+        return fetch(self, flush=flush)
+    monkeypatch.setattr(BasePipeline, "_fetch_gen", counted)
+    services.call_mark_delivered(call_id=call.call_id, device_id="b1")
+    assert len(waits) == 2
+    call.refresh_from_db()
+    assert call.delivered_at is not None
