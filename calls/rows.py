@@ -188,29 +188,56 @@ def insert_values(model: type[models.Model], names: tuple[str, ...], rows) -> No
 
 
 @lru_cache(maxsize=None)
-def _create_parts(model: type[models.Model], vendor: str) -> tuple[tuple[str, ...], str]:
+def _create_parts(model: type[models.Model], vendor: str,
+                  with_key: bool = False) -> tuple[tuple[str, ...], str]:
     names = tuple(field.name for field in model._meta.concrete_fields
-                  if field is not model._meta.auto_field)
+                  if with_key or field is not model._meta.auto_field)
+    if with_key:
+        return names, _insert_sql(model, names, 1, vendor)
     returning = f" RETURNING {database().ops.quote_name(model._meta.pk.column)}"
     return names, _insert_sql(model, names, 1, vendor) + returning
 
 
 def create(instance: models.Model) -> None:
     """INSERT a new ``instance`` with every field, as ``save()`` does for one without a primary
-    key, and set the key the database gave it (PostgreSQL and SQLite 3.35+ both return it).
+    key, and set the key the database gave it (PostgreSQL and SQLite 3.35+ both return it). An
+    instance whose key was taken already (:func:`next_key_sent`) is written with it, and nothing
+    is read back: inside a pipelined block the INSERT then waits for nothing.
 
     For models without ``pre_save`` work (no ``auto_now`` fields) and without ``post_save``
     receivers that the caller needs: the point is to skip both.
     """
     db = database()
     model = type(instance)
-    names, sql = _create_parts(model, db.vendor)
+    keyed = instance.pk is not None
+    names, sql = _create_parts(model, db.vendor, keyed)
     params = _prepared(db, model, names, _values(instance, names))
     with cursor(db) as statement:
         statement.execute(sql, params)
-        instance.pk = statement.fetchone()[0]
+        if not keyed:
+            instance.pk = statement.fetchone()[0]
     instance._state.adding = False
     instance._state.db = db.alias
+
+
+def next_key_sent(model: type[models.Model]):
+    """Take the next primary key of ``model``'s sequence now; the returned callable reads it
+    later (PostgreSQL: ``nextval``, sent as :func:`select_for_update_sent` sends, so that it can
+    travel with a lock's round trip). Elsewhere (SQLite) it reads None: :func:`create` then has
+    the database pick the key. A key taken and not used is a gap in the ids, nothing more."""
+    db = database()
+    if db.vendor != "postgresql":
+        return lambda: None
+    with ExitStack() as stack:
+        statement = stack.enter_context(cursor(db))
+        statement.execute("SELECT nextval(pg_get_serial_sequence(%s, %s))",
+                          [model._meta.db_table, model._meta.pk.column])
+        opened = stack.pop_all()
+
+    def read() -> int:
+        with opened:
+            return statement.fetchone()[0]
+    return read
 
 
 @lru_cache(maxsize=None)

@@ -115,16 +115,18 @@ def from_ms(value: int) -> datetime:
 # ---- locking --------------------------------------------------------------------------------
 
 
-def lock_profiles(user_ids) -> dict[int, Profile]:
+def lock_profiles(user_ids, *, also=None) -> dict[int, Profile]:
     """Lock the profiles of ``user_ids`` in ascending id order, creating missing ones first.
+    ``also()`` sends more statements behind the first lock (see _lock_profiles_where).
 
     An id that is no user is left out of the result."""
     ids = sorted(set(user_ids))
 
-    def locked():
-        return _lock_profiles_where(f"{{user}} IN ({', '.join(['%s'] * len(ids))})", ids)
+    def locked(also=None):
+        return _lock_profiles_where(f"{{user}} IN ({', '.join(['%s'] * len(ids))})", ids,
+                                    also=also)
 
-    profiles = locked()
+    profiles = locked(also)
     missing = [user_id for user_id in ids if user_id not in profiles]
     if missing:  # a user made outside Duet's sign-up has no profile yet; no such user has none
         users = User.objects.filter(pk__in=missing).values_list("pk", flat=True)
@@ -405,8 +407,11 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
     with _atomic(), rows.pipelined():
         # sent ahead of the lock: on PostgreSQL both answers come back in one round trip
         callee_online = selectors.is_online_sent(callee_id, now=now)
-        profiles = lock_profiles([caller.pk, callee_id])
-        callee_online = callee_online()
+        # the new call's key comes back with the lock too: its INSERT then waits for nothing
+        key = []
+        profiles = lock_profiles([caller.pk, callee_id],
+                                 also=lambda: key.append(rows.next_key_sent(CallSession)))
+        callee_online, call_key = callee_online(), key[0]()
         if callee_id not in profiles or not profiles[callee_id].user.is_active:
             raise ServiceError("not_found", f"no user {callee_id}")
         calls = lock_calls([profiles[caller.pk].active_call_id, profiles[callee_id].active_call_id])
@@ -435,7 +440,8 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
                 _apply(call=caller_call, before=to_snapshot(caller_call),
                        transition=decision.existing, profiles=profiles, outbox=outbox, now=now,
                        record=Record("recalled", caller.pk, device_id))
-            result = _create_call(decision.created, profiles=profiles, outbox=outbox, now=now,
+            result = _create_call(decision.created, key=call_key, profiles=profiles,
+                                  outbox=outbox, now=now,
                                   device_id=device_id, extension=extension or {},
                                   timeout_ms=timeout_ms, room_id=room_id,
                                   outcome=decision.outcome, wait_first_frame=wait_first_frame)
@@ -450,12 +456,13 @@ def _frame_wait(wait_first_frame: bool) -> dict:
     return {} if wait_first_frame else {"wait_first_frame": False}
 
 
-def _create_call(created: Transition, *, profiles, outbox, now, device_id, extension, timeout_ms,
-                 room_id, outcome: DialOutcome, wait_first_frame: bool) -> CallSession:
+def _create_call(created: Transition, *, key: int | None, profiles, outbox, now, device_id,
+                 extension, timeout_ms, room_id, outcome: DialOutcome,
+                 wait_first_frame: bool) -> CallSession:
     snap = created.call
     call_id = secrets.token_hex(16)
     call = CallSession(
-        call_id=call_id, caller_id=snap.caller_id, callee_id=snap.callee_id,
+        id=key, call_id=call_id, caller_id=snap.caller_id, callee_id=snap.callee_id,
         call_type=snap.call_type.value, extension=extension, room_id=room_id,
         channel=f"duet-{call_id}", timeout_ms=timeout_ms,
         deadline_at=now + timedelta(milliseconds=timeout_ms), created_at=now)

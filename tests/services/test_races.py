@@ -478,3 +478,32 @@ def test_a_transition_waits_once_for_its_locks_before_it_writes(alice, bob, monk
     assert len(waits) == 2
     call.refresh_from_db()
     assert call.delivered_at is not None
+
+
+def test_a_dial_waits_once_for_its_locks_and_its_new_calls_key_before_it_writes(alice, bob,
+                                                                                 monkeypatch):
+    """The callee's online check, the profiles' lock, their sockets and the new call's key
+    (nextval) come back in one round trip; the call's INSERT then waits for nothing: two waits
+    for answers in all (the locks, the block's end), where there were three."""
+    from psycopg._pipeline_base import BasePipeline
+
+    online(bob, "b1")
+    waits = []
+    fetch = BasePipeline._fetch_gen
+
+    def counted(self, *, flush):
+        if flush:
+            waits.append(flush)
+        return fetch(self, flush=flush)
+    monkeypatch.setattr(BasePipeline, "_fetch_gen", counted)
+    first = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
+                                call_type="video").call
+    assert len(waits) == 2
+    # the key taken is the stored call's, and the next dial takes the next one
+    stored = CallSession.objects.get(call_id=first.call_id)
+    assert stored.pk == first.pk and stored.phase == "ringing"
+    services.call_cancel(user=alice, device_id="a1", call_id=first.call_id)
+    second = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
+                                 call_type="video").call
+    assert second.pk > first.pk
+    assert CallSession.objects.get(pk=second.pk).call_id == second.call_id
