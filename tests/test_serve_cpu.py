@@ -23,10 +23,14 @@ def allowed_cores(pid: int) -> dict[str, str]:
     """Each thread of ``pid`` (name@id) with the cores it may run on, as the kernel lists them."""
     found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        status = (task / "status").read_text()
+        try:
+            status = (task / "status").read_text()
+            name = (task / "comm").read_text().strip()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended after the listing (the server's own short-lived ones)
         cores = next(line.split(":", 1)[1].strip() for line in status.splitlines()
                      if line.startswith("Cpus_allowed_list:"))
-        found[f"{(task / 'comm').read_text().strip()}@{task.name}"] = cores
+        found[f"{name}@{task.name}"] = cores
     return found
 
 

@@ -154,9 +154,9 @@ def test_pipelined_blocks_nest_into_one(alice, bob):
         outer = rows._pipeline.checks
         with rows.pipelined():
             assert rows._pipeline.checks is outer
-    if connection.vendor == "postgresql":
+    if rows._pipelines_on(connection):
         assert outer is not None and rows._pipeline.checks is None
-    else:  # no pipeline mode: the block is plain
+    else:  # no pipeline mode (SQLite, or DATABASE_PIPELINE off): the block is plain
         assert outer is None
 
 
