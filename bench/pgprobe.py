@@ -59,6 +59,7 @@ def cursor_cost(rounds: int, writes: int = 6) -> None:
     conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE}_w (a bigint, b text, c timestamptz, d jsonb)")
     conn.commit()
     sql = f"INSERT INTO {TABLE}_w (a, b, c, d) VALUES (%s, %s, %s, %s)"
+    raw_sql = f"INSERT INTO {TABLE}_w (a, b, c, d) VALUES ($1, $2, $3, $4)"
     row = (1, "x", datetime.datetime.now(datetime.timezone.utc), Jsonb({"a": 1}))
 
     def new_cursor_each():
@@ -81,8 +82,7 @@ def cursor_cost(rounds: int, writes: int = 6) -> None:
         with conn.pipeline():
             cursor = psycopg.RawCursor(conn)
             for _ in range(writes):
-                cursor.execute(sql.replace("%s", "$1", 1).replace("%s", "$2", 1)
-                               .replace("%s", "$3", 1).replace("%s", "$4", 1), row)
+                cursor.execute(raw_sql, row)
             cursor.close()
         conn.commit()
 

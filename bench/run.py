@@ -160,21 +160,20 @@ def start_servers(args, processes: Processes, *, app: str) -> list[str]:
     urls = []
     for node in range(1, args.nodes + 1):
         port = BASE_PORT + node
+        pinned = args.pin == "on"
+        taskset = ["taskset", "-c", str(node_core(node))] if pinned else []
         if args.memprobe and node == 1:
-            command = [str(VENV_BIN / "python"), "-m", "bench.memprobe", "-b", "127.0.0.1",
-                       "-p", str(port), "project.asgi:application" if app == "duet"
+            command = [*taskset, str(VENV_BIN / "python"), "-m", "bench.memprobe", "-b",
+                       "127.0.0.1", "-p", str(port), "project.asgi:application" if app == "duet"
                        else "bench.relay_app:application"]
             env = {**env, "DUET_BENCH_MEMPROBE_OUT": str(RESULTS_DIR / "profiles" / f"{processes.run_name}-mem")}
             (RESULTS_DIR / "profiles").mkdir(parents=True, exist_ok=True)
-        elif app == "duet":
-            command = [str(VENV_BIN / "python"), "manage.py", "serve", "--port", str(port)]
-            if args.pin == "on":
-                command += ["--cpu", str(node_core(node))]
+        elif app == "duet":  # Duet pins itself, as the README's topology has it
+            command = [str(VENV_BIN / "python"), "manage.py", "serve", "--port", str(port),
+                       *(["--cpu", str(node_core(node))] if pinned else [])]
         else:
-            command = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
+            command = [*taskset, str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
                        "bench.relay_app:application"]
-        if args.pin == "on" and command[1:3] != ["manage.py", "serve"]:
-            command = ["taskset", "-c", str(node_core(node)), *command]
         processes.start(f"node{node}", command, env)
         urls.append(f"http://127.0.0.1:{port}")
     if app == "duet" and args.layer != "memory":

@@ -222,22 +222,32 @@ def create(instance: models.Model) -> None:
 
 def next_key_sent(model: type[models.Model]):
     """Take the next primary key of ``model``'s sequence now; the returned callable reads it
-    later (PostgreSQL: ``nextval``, sent as :func:`select_for_update_sent` sends, so that it can
-    travel with a lock's round trip). Elsewhere (SQLite) it reads None: :func:`create` then has
-    the database pick the key. A key taken and not used is a gap in the ids, nothing more."""
-    db = database()
-    if db.vendor != "postgresql":
+    later (PostgreSQL: ``nextval``, sent with :func:`sent`, so that it can travel with a lock's
+    round trip). Elsewhere (SQLite) it reads None: :func:`create` then has the database pick the
+    key. A key taken and not used is a gap in the ids, nothing more."""
+    if database().vendor != "postgresql":
         return lambda: None
-    with ExitStack() as stack:
-        statement = stack.enter_context(cursor(db))
-        statement.execute("SELECT nextval(pg_get_serial_sequence(%s, %s))",
-                          [model._meta.db_table, model._meta.pk.column])
-        opened = stack.pop_all()
+    return sent("SELECT nextval(pg_get_serial_sequence(%s, %s))",
+                [model._meta.db_table, model._meta.pk.column],
+                lambda statement: statement.fetchone()[0])
 
-    def read() -> int:
+
+def sent(sql: str, params, read):
+    """Send ``sql`` now (on :func:`cursor`'s cursor); the returned callable reads its answer
+    later, once, with ``read(cursor)``, and closes the cursor.
+
+    In psycopg's pipeline mode (:func:`pipelined`) the statement goes out without waiting, and its
+    answer comes back with those of the statements sent after it, which run after it (a lock it
+    takes is held before theirs). Elsewhere it runs at once and the answer is only kept."""
+    with ExitStack() as stack:  # a send that fails closes the cursor here, as Django's error
+        statement = stack.enter_context(cursor(database()))
+        statement.execute(sql, params)
+        opened = stack.pop_all()  # sent: the cursor stays open until the answer is read
+
+    def answer():
         with opened:
-            return statement.fetchone()[0]
-    return read
+            return read(statement)
+    return answer
 
 
 @lru_cache(maxsize=None)
@@ -371,19 +381,13 @@ def select_for_update_sent(model: type[models.Model], where: str, params, *,
     db = database()
     target = model._meta.get_field(related) if related is not None else None
     width = len(_reader(model)[0])
-    with ExitStack() as stack:  # a send that fails closes the cursor here, as Django's error
-        statement = stack.enter_context(cursor(db))
-        statement.execute(_select_sql(model, where, related, order_by, db.vendor), params)
-        opened = stack.pop_all()  # sent: the cursor stays open until read() has its rows
 
-    def read() -> list[models.Model]:
+    def instances(statement) -> list[models.Model]:
         found = []
-        with opened:
-            for values in statement.fetchall():
-                instance = _build(db, model, values[:width])
-                if target is not None:
-                    target.set_cached_value(instance,
-                                            _build(db, target.related_model, values[width:]))
-                found.append(instance)
+        for values in statement.fetchall():
+            instance = _build(db, model, values[:width])
+            if target is not None:
+                target.set_cached_value(instance, _build(db, target.related_model, values[width:]))
+            found.append(instance)
         return found
-    return read
+    return sent(_select_sql(model, where, related, order_by, db.vendor), params, instances)

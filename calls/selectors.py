@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from calls import rows
 from calls.models import CallSession, Connection, Profile, UserEvent
 
 # A device whose heartbeat has been silent this many intervals counts as gone (crashed process).
@@ -45,29 +46,8 @@ def is_online_sent(user_id: int, *, now: datetime | None = None) -> Callable[[],
     """
     now = now or timezone.now()
     cutoff = _SEEN_AT.get_db_prep_value(presence_cutoff(now), connection)
-    return _sent(_is_online_sql(connection.vendor), [user_id, cutoff],
-                 lambda cursor: cursor.fetchone() is not None)
-
-
-def _sent(sql: str, params, read: Callable):
-    """Send ``sql`` now; the returned callable reads its answer with ``read(cursor)`` later.
-
-    In psycopg's pipeline mode (calls.rows.pipelined) the statement goes out without waiting and
-    its answer comes back with those of the statements sent after it; elsewhere it runs at once.
-    """
-    cursor = connection.cursor()
-    try:
-        cursor.execute(sql, params)
-    except BaseException:
-        cursor.close()
-        raise
-
-    def answer():
-        try:
-            return read(cursor)
-        finally:
-            cursor.close()
-    return answer
+    return rows.sent(_is_online_sql(connection.vendor), [user_id, cutoff],
+                     lambda cursor: cursor.fetchone() is not None)
 
 
 _SEEN_AT = Connection._meta.get_field("seen_at")
@@ -87,7 +67,7 @@ def socket_channels_sent(user_where: str, params) -> Callable[[], dict[int, list
         for user_id, channel_name in cursor.fetchall():
             channels.setdefault(user_id, []).append(channel_name)
         return channels
-    return _sent(sql, params, channels_by_user)
+    return rows.sent(sql, params, channels_by_user)
 
 
 @lru_cache(maxsize=None)

@@ -9,7 +9,8 @@ loser's error.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -44,6 +45,61 @@ pipeline_mode = pytest.mark.skipif(not settings.DATABASE_PIPELINE,
                                    reason="counts waits in psycopg's pipeline mode")
 
 # ---- helpers --------------------------------------------------------------------------------
+
+
+class ProfilesHeld:
+    """Another connection's transaction holding the locks of some profiles (see profiles_held)."""
+
+    def __init__(self):
+        self.profiles: dict = {}
+        self.locked, self.released = threading.Event(), threading.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@contextmanager
+def profiles_held(user_ids):
+    """A transaction on its own thread and connection that locks the profiles of ``user_ids``
+    (as a call transaction does) and holds them until ``release()`` or the block's end."""
+    from django.db import close_old_connections, transaction
+
+    held = ProfilesHeld()
+
+    def hold():
+        try:
+            with transaction.atomic():
+                held.profiles.update(services.lock_profiles(user_ids))
+                held.locked.set()
+                held.released.wait(CONTENDER_TIMEOUT_S)
+        finally:
+            close_old_connections()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        holder = pool.submit(hold)
+        try:
+            assert held.locked.wait(CONTENDER_TIMEOUT_S)
+            yield held
+        finally:
+            held.release()
+        holder.result(CONTENDER_TIMEOUT_S)
+
+
+def on_own_connection(action) -> Future:
+    """``action()`` on a thread (and so a connection) of its own; its future."""
+    from django.db import close_old_connections
+
+    future: Future = Future()
+
+    def run():
+        try:
+            future.set_result(action())
+        except BaseException as error:  # noqa: BLE001 - handed to whoever awaits the future
+            future.set_exception(error)
+        finally:
+            close_old_connections()
+    threading.Thread(target=run, daemon=True).start()
+    return future
 
 
 def race(*actions):
@@ -376,41 +432,18 @@ def test_glare_that_waited_for_the_lock_is_stamped_after_the_call_it_accepts(ali
 def test_a_hello_waits_for_a_call_transaction_holding_its_users_profile(alice, bob):
     # given a call transaction of alice's that holds her profile (and read her sockets: none),
     # and a device of hers saying hello on another process meanwhile
-    from django.db import close_old_connections, transaction
+    from django.db import transaction
 
-    locked, release = threading.Event(), threading.Event()
-    seen: dict = {}
-    hello_done = threading.Event()
-
-    def transaction_holding_the_lock():
-        try:
-            with transaction.atomic():
-                profiles = services.lock_profiles([alice.pk, bob.pk])
-                seen["sockets"] = profiles[alice.pk].socket_channels
-                locked.set()
-                release.wait(CONTENDER_TIMEOUT_S)
-        finally:
-            close_old_connections()
-
-    def hello():
-        try:
-            locked.wait(CONTENDER_TIMEOUT_S)
-            devices.device_connect(user=alice, device_id="a-2", channel_name="elsewhere.a-2")
-            hello_done.set()
-        finally:
-            close_old_connections()
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        holder, greeter = pool.submit(transaction_holding_the_lock), pool.submit(hello)
+    with profiles_held([alice.pk, bob.pk]) as held:
+        greeter = on_own_connection(lambda: devices.device_connect(
+            user=alice, device_id="a-2", channel_name="elsewhere.a-2"))
         # then the hello's connection waits for the transaction (which saw no socket of hers:
         # it may deliver her events here only, because the hello that follows its commit
         # replays them) ...
-        assert locked.wait(CONTENDER_TIMEOUT_S)
-        assert not hello_done.wait(0.5)
-        release.set()
-        holder.result(CONTENDER_TIMEOUT_S)
+        assert not wait([greeter], timeout=0.5).done
+        held.release()
         greeter.result(CONTENDER_TIMEOUT_S)
-    assert seen["sockets"] == ()
+    assert held.profiles[alice.pk].socket_channels == ()
     # ... and the next transaction sees her new socket, so its events go through the layer
     with transaction.atomic():
         assert services.lock_profiles([alice.pk])[alice.pk].socket_channels == ("elsewhere.a-2",)
@@ -418,7 +451,7 @@ def test_a_hello_waits_for_a_call_transaction_holding_its_users_profile(alice, b
 
 def test_a_transition_locks_the_call_only_once_its_participants_profiles_are_granted(alice, bob):
     # given a ringing call, and a transaction of another process holding alice's profile
-    from django.db import close_old_connections, transaction
+    from django.db import transaction
 
     from calls import rows
 
@@ -426,37 +459,17 @@ def test_a_transition_locks_the_call_only_once_its_participants_profiles_are_gra
     call = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
                                call_type="video").call
     assert call.phase == "ringing"
-    locked, release, cancelled = threading.Event(), threading.Event(), threading.Event()
-
-    def hold_alices_profile():
-        try:
-            with transaction.atomic():
-                services.lock_profiles([alice.pk])
-                locked.set()
-                release.wait(CONTENDER_TIMEOUT_S)
-        finally:
-            close_old_connections()
-
-    def cancel():
-        try:
-            locked.wait(CONTENDER_TIMEOUT_S)
-            services.call_cancel(user=alice, device_id="a1", call_id=call.call_id)
-            cancelled.set()
-        finally:
-            close_old_connections()
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        holder, canceller = pool.submit(hold_alices_profile), pool.submit(cancel)
-        assert locked.wait(CONTENDER_TIMEOUT_S)
+    with profiles_held([alice.pk]) as held:
+        canceller = on_own_connection(lambda: services.call_cancel(
+            user=alice, device_id="a1", call_id=call.call_id))
         # when alice's cancel is waiting for her profile (its call lock sent right behind)
-        assert not cancelled.wait(0.5)
+        assert not wait([canceller], timeout=0.5).done
         # then the call's row is not locked yet: the call lock waits behind the profiles', in
         # the lock order every transaction keeps
         with transaction.atomic():
             rows.execute(f"SELECT 1 FROM {CallSession._meta.db_table} WHERE id = %s "
                          "FOR UPDATE NOWAIT", [call.pk])
-        release.set()
-        holder.result(CONTENDER_TIMEOUT_S)
+        held.release()
         canceller.result(CONTENDER_TIMEOUT_S)
     call.refresh_from_db()
     assert call.phase == "ended" and call.end_reason == "cancelled"
