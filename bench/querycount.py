@@ -33,6 +33,11 @@ def main() -> None:
                         help="run the cycles under cProfile (CPU time, not wall time) and print the N costliest functions")
     parser.add_argument("--population", type=int, default=10000,
                         help="users with profiles in the tables (the cycle uses two of them)")
+    parser.add_argument("--alternate", metavar="SETTING",
+                        help="A/B in one process: a boolean setting (e.g. DATABASE_COMBINE_WRITES) "
+                             "off and on in turns, --block cycles at a time, so that the machine's "
+                             "changes of speed fall on both sides; prints each side's costs")
+    parser.add_argument("--block", type=int, default=50, help="cycles per turn of --alternate")
     args = parser.parse_args()
     from bench.run import django_setup
 
@@ -99,7 +104,11 @@ def main() -> None:
 
         profiler = cProfile.Profile(time.process_time)
         profiler.enable()
-    for _ in range(args.cycles):
+    cycles_run = iter(range(10**9))
+
+    def one_cycle():
+        if next(cycles_run) % 200 == 199:  # the devices stay online through a long run
+            devices.device_heartbeat(channel_names=["bench.a", "bench.b"])
         data = frame("call", caller, "a", consumers._call, to=callee.pk, call_type="video",
                      timeout_ms=5000)
         call_id = data["call_id"]
@@ -117,6 +126,12 @@ def main() -> None:
         frame("media (caller)", caller, "a", consumers._media, call_id=call_id,
               milestone="first_remote_frame")
         frame("hangup", caller, "a", consumers._hangup, call_id=call_id)
+
+    if args.alternate:
+        alternate(args, one_cycle, seconds, postmaster)
+        return
+    for _ in range(args.cycles):
+        one_cycle()
     cpu_ms = (time.process_time() - cpu_before) * 1000 / args.cycles
     current["step"] = ""
     wal_after = wal_lsn()
@@ -147,29 +162,59 @@ def main() -> None:
             print(f"      {sql}")
 
 
+def alternate(args, one_cycle, seconds, postmaster) -> None:
+    """Run ``args.cycles`` cycles with ``args.alternate`` off and on in turns of ``args.block``."""
+    from django.conf import settings
+
+    from bench import procstat
+
+    name = args.alternate
+    if not isinstance(getattr(settings, name, None), bool):
+        raise SystemExit(f"--alternate needs a boolean setting; {name} is not one")
+    totals = {False: [0.0, 0.0, 0.0, 0], True: [0.0, 0.0, 0.0, 0]}  # thread, Python, PG, cycles
+    for turn in range(0, args.cycles, args.block):
+        side = (turn // args.block) % 2 == 1
+        setattr(settings, name, side)
+        cycles = min(args.block, args.cycles - turn)
+        thread_before, cpu_before = sum(seconds.values()), time.process_time()
+        postgres_before = procstat.postgres_cpu_seconds(postmaster) if postmaster else 0.0
+        for _ in range(cycles):
+            one_cycle()
+        total = totals[side]
+        total[0] += sum(seconds.values()) - thread_before
+        total[1] += time.process_time() - cpu_before
+        total[2] += (procstat.postgres_cpu_seconds(postmaster) - postgres_before
+                     if postmaster else 0.0)
+        total[3] += cycles
+    for side, (thread, python, postgres, cycles) in totals.items():
+        print(f"{name}={'on' if side else 'off'} ({cycles} cycles, in turns of {args.block}): "
+              f"{thread * 1000 / cycles:.2f} ms in the database thread, {python * 1000 / cycles:.2f} "
+              f"ms CPU in Python, {postgres * 1000 / cycles:.2f} ms CPU in PostgreSQL per cycle")
+
+
 def count_statements(connection, count) -> None:
-    """Call ``count(sql)`` for every statement the connection's cursors run, at psycopg's cursor.
+    """Call ``count(sql)`` for every statement psycopg's cursors run (Django's, the driver's own
+    and the ``RawCursor`` of calls.rows' joined writes).
 
     Counted there, and not with Django's ``execute_wrapper``, because the call transactions'
     statements skip Django's cursor wrapper when no wrapper is installed (calls.rows): a wrapper
     would count them by sending them down Django's slower path, and time that path instead.
     """
+    import psycopg
+
     if connection.vendor != "postgresql":
         raise SystemExit("querycount needs PostgreSQL (DUET_BENCH_DATABASE_URL)")
-    connection.ensure_connection()
-    raw = connection.connection
-    base = raw.cursor_factory
+    execute, executemany = psycopg.Cursor.execute, psycopg.Cursor.executemany
 
-    class CountingCursor(base):
-        def execute(self, query, params=None, **kwargs):
-            count(query)
-            return super().execute(query, params, **kwargs)
+    def counted(self, query, params=None, **kwargs):
+        count(query)
+        return execute(self, query, params, **kwargs)
 
-        def executemany(self, query, params_seq, **kwargs):
-            count(query)
-            return super().executemany(query, params_seq, **kwargs)
+    def counted_many(self, query, params_seq, **kwargs):
+        count(query)
+        return executemany(self, query, params_seq, **kwargs)
 
-    raw.cursor_factory = CountingCursor
+    psycopg.Cursor.execute, psycopg.Cursor.executemany = counted, counted_many
 
 
 if __name__ == "__main__":

@@ -197,7 +197,8 @@ def save_profiles(rows: list[Profile], field_names: list[str]) -> None:
             params += [profile.pk, getattr(profile, attname)]
     params += [profile.pk for profile in rows]
     statements.execute(_profiles_update_sql(tuple(field_names), len(rows),
-                                            statements.database().vendor), params)
+                                            statements.database().vendor), params,
+                       updates=Profile._meta.db_table)
 
 
 @lru_cache(maxsize=None)

@@ -29,6 +29,7 @@ import threading
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, models
@@ -40,18 +41,27 @@ def database():
 
 
 @contextmanager
-def cursor(db):
+def cursor(db, *, numbered: bool = False):
     """A cursor for one of these statements: the open psycopg connection's own inside a
-    PostgreSQL transaction that nothing instruments, Django's cursor otherwise."""
+    PostgreSQL transaction that nothing instruments, Django's cursor otherwise.
+
+    ``numbered``: the statement writes its parameters ``$1, $2, ...`` (:func:`flush_writes`'),
+    for psycopg's ``RawCursor``; only inside a block that holds writes back, where nothing
+    listens to statements either."""
     raw = db.connection
-    if (raw is None or not db.in_atomic_block or db.vendor != "postgresql" or db.execute_wrappers
-            or db.force_debug_cursor or settings.DEBUG):
+    if not numbered and (raw is None or not db.in_atomic_block or db.vendor != "postgresql"
+                         or db.execute_wrappers or db.force_debug_cursor or settings.DEBUG):
         with db.cursor() as wrapped:
             yield wrapped
         return
     db.validate_no_broken_transaction()
     with db.wrap_database_errors:
-        plain = raw.cursor()
+        if numbered:
+            from psycopg import RawCursor
+
+            plain = RawCursor(raw)
+        else:
+            plain = raw.cursor()
         try:
             yield plain
         finally:
@@ -60,6 +70,7 @@ def cursor(db):
 
 class _PipelineState(threading.local):
     checks: list | None = None  # the open pipelined block's deferred checks, per thread
+    writes: list | None = None  # the writes it holds back for one statement (:func:`flush_writes`)
 
 
 _pipeline = _PipelineState()
@@ -86,18 +97,104 @@ def pipelined():
     db.ensure_connection()
     checks: list = []
     _pipeline.checks = checks
+    combining = _combining_on(db)
+    if combining:
+        _pipeline.writes = []
+        db.before_cursor = flush_writes  # an ORM statement in the block goes after them
     try:
         with db.wrap_database_errors:
             with db.connection.pipeline():
                 yield
+                flush_writes()
     finally:
-        _pipeline.checks = None
+        _pipeline.checks = _pipeline.writes = None
+        if combining:
+            db.before_cursor = None
     for check in checks:
         check()
 
 
 def _pipelines_on(db) -> bool:
     return db.vendor == "postgresql" and settings.DATABASE_PIPELINE
+
+
+def _combining_on(db) -> bool:
+    """Whether a pipelined block holds its writes back for one statement (``DATABASE_COMBINE_
+    WRITES``): not where something listens to each statement (see :func:`cursor`), and only on
+    the project's backend, which tells :func:`flush_writes` before an ORM statement runs."""
+    return (settings.DATABASE_COMBINE_WRITES and hasattr(db, "before_cursor")
+            and not (db.execute_wrappers or db.force_debug_cursor or settings.DEBUG))
+
+
+class _Write(NamedTuple):
+    table: str
+    kind: str  # "insert" or "update"
+    sql: str
+    params: list
+    on_miss: object  # for an update: called when it changed no row
+
+
+def _held(table: str, kind: str, sql: str, params: list, on_miss=None) -> bool:
+    """Hold a write back for :func:`flush_writes`, if the open block does that; False if not
+    (the caller runs it now).
+
+    A call transaction's writes go to different tables (the call, its timeline, the users'
+    events, the profiles, the frame's reply), and PostgreSQL runs them as one statement: the
+    first ones as data-modifying ``WITH`` parts, the last as the statement itself. Its parts all
+    see the rows as they were before it, and a row changed twice in one statement keeps only one
+    change, so the held writes are sent first whenever this one could depend on them: an UPDATE
+    of a table they write, any write to a table they UPDATE, and a second guarded UPDATE (the
+    guard reads the statement's row count). Inserts into one table never depend on each other.
+    """
+    held = _pipeline.writes
+    if held is None:
+        return False
+    for write in held:
+        if (write.table == table and "update" in (kind, write.kind)
+                or on_miss is not None and write.on_miss is not None):
+            flush_writes()
+            break
+    held.append(_Write(table, kind, sql, params, on_miss))
+    return True
+
+
+def flush_writes() -> None:
+    """Send the writes the open pipelined block holds, as one statement (inside the pipeline, so
+    nothing waits for its answer here). Called before anything reads (:func:`sent`, an ORM
+    statement through the backend's ``before_cursor``) and at the block's end; a failed write
+    raises there, as Django's exception class, and rolls the whole transaction back as before.
+    """
+    held = _pipeline.writes
+    if not held:
+        return
+    writes = list(held)
+    held.clear()
+    last = next((write for write in writes if write.on_miss is not None), writes[-1])
+    if len(writes) == 1:
+        _write(database(), last.sql, last.params, last.on_miss)
+        return
+    ordered = [write for write in writes if write is not last] + [last]
+    params = [value for write in ordered for value in write.params]
+    sql, numbered = _combined_sql(tuple(write.sql for write in ordered))
+    _write(database(), sql, params, last.on_miss, numbered=numbered)
+
+
+@lru_cache(maxsize=256)
+def _combined_sql(statements: tuple[str, ...]) -> tuple[str, bool]:
+    """One statement of ``statements``: all but the last as ``WITH`` parts, the last as the
+    statement itself. Its parameters are numbered (``$1``, ...) when every ``%`` in it is a
+    ``%s``: psycopg then takes the text as it is, where it would parse a statement of more than
+    50 parameters for its placeholders on every run (its cache stops there; a call's writes
+    have up to a hundred). Returns the text and whether it is numbered."""
+    text = ("WITH " + ", ".join(f"w{index} AS ({sql})" for index, sql in enumerate(statements[:-1]))
+            + " " + statements[-1])
+    pieces = text.split("%s")
+    if any("%" in piece for piece in pieces):
+        return text, False
+    numbered = [pieces[0]]
+    for index, piece in enumerate(pieces[1:], start=1):
+        numbered += [f"${index}", piece]
+    return "".join(numbered), True
 
 
 @lru_cache(maxsize=None)
@@ -183,8 +280,10 @@ def insert_values(model: type[models.Model], names: tuple[str, ...], rows) -> No
     params = []
     for row in rows:
         params += _prepared(db, model, names, row)
-    with cursor(db) as statement:
-        statement.execute(_insert_sql(model, names, len(rows), db.vendor), params)
+    sql = _insert_sql(model, names, len(rows), db.vendor)
+    if not _held(model._meta.db_table, "insert", sql, params):
+        with cursor(db) as statement:
+            statement.execute(sql, params)
 
 
 @lru_cache(maxsize=None)
@@ -212,9 +311,13 @@ def create(instance: models.Model) -> None:
     keyed = instance.pk is not None
     names, sql = _create_parts(model, db.vendor, keyed)
     params = _prepared(db, model, names, _values(instance, names))
-    with cursor(db) as statement:
-        statement.execute(sql, params)
-        if not keyed:
+    if keyed:
+        if not _held(model._meta.db_table, "insert", sql, params):
+            execute(sql, params)
+    else:
+        flush_writes()  # its key is read back: a read
+        with cursor(db) as statement:
+            statement.execute(sql, params)
             instance.pk = statement.fetchone()[0]
     instance._state.adding = False
     instance._state.db = db.alias
@@ -239,6 +342,7 @@ def sent(sql: str, params, read):
     In psycopg's pipeline mode (:func:`pipelined`) the statement goes out without waiting, and its
     answer comes back with those of the statements sent after it, which run after it (a lock it
     takes is held before theirs). Elsewhere it runs at once and the answer is only kept."""
+    flush_writes()  # a read sees the writes before it
     with ExitStack() as stack:  # a send that fails closes the cursor here, as Django's error
         statement = stack.enter_context(cursor(database()))
         statement.execute(sql, params)
@@ -272,8 +376,15 @@ def update(instance: models.Model, names: tuple[str, ...], *, guard: str | None 
     params.append(instance.pk)
     if guard is not None:
         params.append(guard_value)
-    with cursor(db) as statement:
-        statement.execute(_update_sql(model, names, guard, db.vendor), params)
+    sql = _update_sql(model, names, guard, db.vendor)
+    if not _held(model._meta.db_table, "update", sql, params, on_miss):
+        _write(db, sql, params, on_miss)
+
+
+def _write(db, sql: str, params, on_miss=None, *, numbered: bool = False) -> None:
+    """Run a write; ``on_miss()`` when it changed no row (see :func:`update`)."""
+    with cursor(db, numbered=numbered) as statement:
+        statement.execute(sql, params)
         if on_miss is None:
             return
         checks = _pipeline.checks
@@ -290,10 +401,15 @@ def update(instance: models.Model, names: tuple[str, ...], *, guard: str | None 
         checks.append(check)
 
 
-def execute(sql: str, params) -> None:
-    """Run one hand-built write whose answer nobody reads (see :func:`cursor`)."""
-    db = database()
-    with cursor(db) as statement:
+def execute(sql: str, params, *, updates: str | None = None) -> None:
+    """Run one hand-built write whose answer nobody reads (see :func:`cursor`). ``updates``
+    names the table of an UPDATE that a pipelined block may hold back (:func:`flush_writes`);
+    without it the held writes go first and this one runs on its own."""
+    if updates is None:
+        flush_writes()
+    elif _held(updates, "update", sql, params):
+        return
+    with cursor(database()) as statement:
         statement.execute(sql, params)
 
 

@@ -166,6 +166,11 @@ if DATABASES["default"]["ENGINE"] == "project.postgresql":
 # PostgreSQL: a call transaction sends its writes in psycopg's pipeline mode and waits once for
 # all of them (calls/rows.py, `pipelined`), instead of one round trip per statement.
 DATABASE_PIPELINE = env_bool("DATABASE_PIPELINE", True)
+# PostgreSQL, with the pipeline: a call transaction's writes (to the call, its timeline, the
+# events, the profiles, the reply) go as one statement, their parts joined with WITH, instead of
+# one statement each: one send and one wake-up of PostgreSQL instead of five (calls/rows.py,
+# `flush_writes`; docs/benchmarks.md).
+DATABASE_COMBINE_WRITES = env_bool("DATABASE_COMBINE_WRITES", True)
 if os.environ.get("DUET_TEST_DB_NAME"):
     # Tests name their own database so that parallel runs never share one (for SQLite: a file,
     # which a live server in another thread or process can open too).

@@ -23,6 +23,16 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().__init__(*args, **kwargs)
         self.healthy_until = 0.0  # time.monotonic() before which no check is needed
 
+    # Called before Django makes a cursor for a statement of its own (an ORM query, a savepoint):
+    # inside a block whose writes calls.rows holds back for one statement, those are sent first,
+    # so that the statement runs after them, as written (calls/rows.py, ``flush_writes``).
+    before_cursor = None
+
+    def create_cursor(self, name=None):
+        if self.before_cursor is not None:
+            self.before_cursor()
+        return super().create_cursor(name)
+
     def connect(self):
         super().connect()
         self.healthy_until = time.monotonic() + settings.DATABASE_HEALTH_CHECK_INTERVAL_S

@@ -527,3 +527,69 @@ def test_a_dial_waits_once_for_its_locks_and_its_new_calls_key_before_it_writes(
                                  call_type="video").call
     assert second.pk > first.pk
     assert CallSession.objects.get(pk=second.pk).call_id == second.call_id
+
+
+# The tests that count the statements of a transaction's writes need them held back and joined
+# (DATABASE_COMBINE_WRITES, with the pipeline).
+combined_writes = pytest.mark.skipif(
+    not (settings.DATABASE_PIPELINE and settings.DATABASE_COMBINE_WRITES),
+    reason="counts the statements of writes joined into one")
+
+
+@pytest.fixture
+def sent_statements(monkeypatch):
+    """The SQL of every statement psycopg sends from here on, in order."""
+    import psycopg
+
+    sent = []
+    execute = psycopg.Cursor.execute
+
+    def recorded(self, query, params=None, **kwargs):
+        sent.append(query if isinstance(query, str) else str(query))
+        return execute(self, query, params, **kwargs)
+    monkeypatch.setattr(psycopg.Cursor, "execute", recorded)
+    return sent
+
+
+def _writes(sent: list[str]) -> list[str]:
+    return [sql for sql in sent if not sql.lstrip().upper().startswith("SELECT")]
+
+
+@combined_writes
+def test_a_transitions_writes_go_to_postgresql_as_one_statement(alice, bob, sent_statements):
+    """The call's guarded UPDATE, its timeline, the caller's event and the profiles' seqs: one
+    statement, its parts joined with WITH, the guarded UPDATE last (its row count is the
+    guard's)."""
+    online(bob, "b1")
+    call = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
+                               call_type="video").call
+    sent_statements.clear()
+    services.call_mark_delivered(call_id=call.call_id, device_id="b1")
+    writes = _writes(sent_statements)
+    assert len(writes) == 1, writes
+    (statement,) = writes
+    assert statement.startswith("WITH w0 AS (INSERT INTO")
+    for table in ("calls_callevent", "calls_userevent"):
+        assert f"INSERT INTO {connection.ops.quote_name(table)}" in statement
+    assert f"UPDATE {connection.ops.quote_name('calls_profile')}" in statement
+    assert f") UPDATE {connection.ops.quote_name('calls_callsession')} SET" in statement
+    call.refresh_from_db()
+    assert call.delivered_at is not None and call.version == 1
+    assert UserEvent.objects.filter(user=alice, frame__event="remoteUserRecvCall").count() == 1
+    assert Profile.objects.get(user=alice).event_seq == UserEvent.objects.filter(user=alice).count()
+
+
+@combined_writes
+def test_a_dials_writes_go_to_postgresql_as_one_statement(alice, bob, sent_statements):
+    online(bob, "b1")
+    sent_statements.clear()
+    call = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
+                               call_type="video").call
+    writes = _writes(sent_statements)
+    assert len(writes) == 1, writes
+    assert f"INSERT INTO {connection.ops.quote_name('calls_callsession')}" in writes[0]
+    stored = CallSession.objects.get(call_id=call.call_id)
+    assert stored.phase == "ringing"
+    assert CallEvent.objects.filter(call=stored, kind="dial").count() == 1
+    assert Profile.objects.get(user=bob).active_call_id == stored.pk
+    assert UserEvent.objects.filter(user=bob, call_id=call.call_id).exists()

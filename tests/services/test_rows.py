@@ -12,10 +12,10 @@ from calls.models import CallEvent, CallSession, ClientFrame, Profile, UserEvent
 pytestmark = pytest.mark.django_db
 
 
-def make_call(alice, bob, **fields) -> CallSession:
+def make_call(alice, bob, call_id="c" * 32, **fields) -> CallSession:
     now = timezone.now()
     return CallSession.objects.create(
-        call_id="c" * 32, caller=alice, callee=bob, call_type="video", phase="ringing",
+        call_id=call_id, caller=alice, callee=bob, call_type="video", phase="ringing",
         channel="duet-c", timeout_ms=15000, deadline_at=now + timedelta(seconds=15),
         created_at=now, extension={"gift": [1, "two", None]}, callee_frame_devices=["d1"],
         **fields)
@@ -315,3 +315,72 @@ def test_create_writes_a_key_taken_ahead_and_reads_nothing_back(alice, bob):
     # the next key follows the sequence past it: no collision with a key the database picks
     made = make_call(alice, bob)
     assert made.pk > call.pk
+
+
+# Inside a pipelined block on PostgreSQL the writes are held back and sent as one statement
+# (rows.flush_writes); these hold wherever the block runs them one by one too.
+
+
+def _new_call(alice, bob, call_id: str) -> CallSession:
+    now = timezone.now()
+    return CallSession(id=rows.next_key_sent(CallSession)(), call_id=call_id, caller=alice,
+                       callee=bob, call_type="audio", phase="ringing", channel=f"duet-{call_id}",
+                       timeout_ms=15000, deadline_at=now + timedelta(seconds=15), created_at=now)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_update_after_a_write_to_its_table_in_the_block_changes_that_row(alice, bob):
+    # one statement's parts see the rows as they were before it: the insert must go first
+    with transaction.atomic(), rows.pipelined():
+        call = _new_call(alice, bob, "u" * 32)
+        rows.create(call)
+        call.phase, call.version = "accepted", 1
+        rows.update(call, ("phase", "version"), guard="version", guard_value=0,
+                    on_miss=_raise_missed)
+    stored = CallSession.objects.get(call_id="u" * 32)
+    assert (stored.phase, stored.version) == ("accepted", 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_orm_statement_in_the_block_sees_the_writes_made_before_it(alice):
+    names = ("user", "frame_id", "reply", "created_at")
+    with transaction.atomic(), rows.pipelined():
+        rows.insert_values(ClientFrame, names, [(alice.pk, "seen", {}, timezone.now())])
+        assert ClientFrame.objects.filter(user=alice, frame_id="seen").exists()
+        ClientFrame.objects.filter(user=alice).update(reply={"r": 1})  # (no row count in a pipeline)
+        rows.insert_values(ClientFrame, names, [(alice.pk, "after", {}, timezone.now())])
+    assert dict(ClientFrame.objects.filter(user=alice).values_list("frame_id", "reply")) == {
+        "seen": {"r": 1}, "after": {}}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_guarded_update_in_the_block_is_checked(alice, bob):
+    first, second = make_call(alice, bob), make_call(alice, bob, call_id="d" * 32)
+    first.phase = second.phase = "accepted"
+    with pytest.raises(Missed), transaction.atomic(), rows.pipelined():
+        rows.update(first, ("phase",), guard="version", guard_value=0, on_miss=_raise_missed)
+        rows.update(second, ("phase",), guard="version", guard_value=3, on_miss=_raise_missed)
+    assert set(CallSession.objects.values_list("phase", flat=True)) == {"ringing"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_savepoint_rolled_back_in_the_block_takes_only_its_own_writes(alice):
+    names = ("user", "frame_id", "reply", "created_at")
+    with transaction.atomic(), rows.pipelined():
+        rows.insert_values(ClientFrame, names, [(alice.pk, "kept", {}, timezone.now())])
+        with pytest.raises(Missed), transaction.atomic():
+            rows.insert_values(ClientFrame, names, [(alice.pk, "undone", {}, timezone.now())])
+            raise Missed
+        rows.insert_values(ClientFrame, names, [(alice.pk, "also", {}, timezone.now())])
+    assert set(ClientFrame.objects.filter(user=alice).values_list("frame_id", flat=True)) == {
+        "kept", "also"}
+
+
+def test_joined_writes_number_their_parameters_unless_the_text_holds_another_percent():
+    sql, numbered = rows._combined_sql(("INSERT INTO a (x) VALUES (%s)",
+                                        "UPDATE b SET y = %s WHERE id = %s"))
+    assert (sql, numbered) == (
+        "WITH w0 AS (INSERT INTO a (x) VALUES ($1)) UPDATE b SET y = $2 WHERE id = $3", True)
+    sql, numbered = rows._combined_sql(("INSERT INTO a (x) VALUES (%s)",
+                                        "UPDATE b SET y = '100%%' WHERE id = %s"))
+    assert not numbered and sql.endswith("'100%%' WHERE id = %s")
