@@ -32,7 +32,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, models
 
 
 def database():
@@ -71,13 +71,18 @@ def cursor(db, *, numbered: bool = False):
 class _PipelineState(threading.local):
     checks: list | None = None  # the open pipelined block's deferred checks, per thread
     writes: list | None = None  # the writes it holds back for one statement (:func:`flush_writes`)
+    guards: list | None = None  # with its COMMIT in the pipeline: the ``on_miss`` of each guard
+
+
+# The SQLSTATE of duet_guard()'s error (calls/migrations/0004_version_guard_function.py).
+GUARD_SQLSTATE = "DU409"
 
 
 _pipeline = _PipelineState()
 
 
 @contextmanager
-def pipelined():
+def pipelined(*, commit: bool = False):
     """Send the statements of the block without waiting for each one's answer (PostgreSQL).
 
     A call transaction is a few locked reads, then five or six writes whose results nobody reads
@@ -89,6 +94,13 @@ def pipelined():
     unique key still raises ``IntegrityError``), then runs the checks :func:`update` deferred, still
     inside the caller's transaction. Nested blocks join the outer one. Elsewhere (SQLite, or
     ``DATABASE_PIPELINE`` off) each statement waits as usual.
+
+    ``commit``: the block is the whole body of the outermost ``transaction.atomic()`` around it,
+    which commits right after it. Where the block's writes are joined (:func:`flush_writes`), its
+    COMMIT is then sent behind them and answered in the same round trip (Django's own commit
+    finds nothing left to do), and a guarded UPDATE fails in PostgreSQL (duet_guard), so that a
+    miss still keeps the whole transaction from committing. Inside another atomic block (a
+    caller's, a test's) the block leaves the commit to Django as before.
     """
     db = database()
     if _pipeline.checks is not None or not _pipelines_on(db):
@@ -98,20 +110,44 @@ def pipelined():
     checks: list = []
     _pipeline.checks = checks
     combining = _combining_on(db)
+    committing = commit and combining and len(db.atomic_blocks) == 1
+    guards: list = []
     if combining:
         _pipeline.writes = []
         db.before_cursor = flush_writes  # an ORM statement in the block goes after them
+    if committing:
+        _pipeline.guards = guards
     try:
         with db.wrap_database_errors:
             with db.connection.pipeline():
                 yield
                 flush_writes()
+                if committing and not db.needs_rollback:
+                    with cursor(db) as statement:
+                        statement.execute("COMMIT", prepare=False)
+    except DatabaseError as error:
+        missed = _missed_guard(error, guards)
+        if missed is None:
+            raise
+        missed()  # raises (the guard's own error), the transaction rolled back
+        raise
     finally:
-        _pipeline.checks = _pipeline.writes = None
+        _pipeline.checks = _pipeline.writes = _pipeline.guards = None
         if combining:
             db.before_cursor = None
     for check in checks:
         check()
+
+
+def _missed_guard(error: Exception, guards: list):
+    """The ``on_miss`` of the guard whose duet_guard() failed ``error``'s statement, if it did."""
+    cause = error.__cause__
+    if getattr(cause, "sqlstate", None) != GUARD_SQLSTATE:
+        return None
+    try:
+        return guards[int(cause.diag.message_detail)]
+    except (IndexError, TypeError, ValueError):
+        return None
 
 
 def _pipelines_on(db) -> bool:
@@ -170,13 +206,21 @@ def flush_writes() -> None:
     writes = list(held)
     held.clear()
     last = next((write for write in writes if write.on_miss is not None), writes[-1])
-    if len(writes) == 1:
-        _write(database(), last.sql, last.params, last.on_miss)
+    on_miss, guards = last.on_miss, _pipeline.guards
+    if len(writes) == 1 and (on_miss is None or guards is None):
+        _write(database(), last.sql, last.params, on_miss)
         return
     ordered = [write for write in writes if write is not last] + [last]
+    statements = [write.sql for write in ordered]
     params = [value for write in ordered for value in write.params]
-    sql, numbered = _combined_sql(tuple(write.sql for write in ordered))
-    _write(database(), sql, params, last.on_miss, numbered=numbered)
+    if on_miss is not None and guards is not None:  # the COMMIT follows: PostgreSQL checks it
+        statements[-1] += " RETURNING 1"
+        statements.append(f"SELECT duet_guard(count(*), %s) FROM w{len(statements) - 1}")
+        params.append(len(guards))
+        guards.append(on_miss)
+        on_miss = None
+    sql, numbered = _combined_sql(tuple(statements))
+    _write(database(), sql, params, on_miss, numbered=numbered)
 
 
 @lru_cache(maxsize=256)

@@ -404,7 +404,7 @@ def call_start(*, caller, device_id: str, callee_id: int, call_type: CallType,
         raise ServiceError("self_call", "you cannot call yourself")
     if room_id is not None and not Room.objects.filter(pk=room_id).exists():
         raise ServiceError("not_found", f"no room {room_id}")
-    with _atomic(), rows.pipelined():
+    with _atomic(), rows.pipelined(commit=True):
         # sent ahead of the lock: on PostgreSQL both answers come back in one round trip
         callee_online = selectors.is_online_sent(callee_id, now=now)
         # the new call's key comes back with the lock too: its INSERT then waits for nothing
@@ -537,7 +537,7 @@ def _step_call(*, call_id: str, inp: Input, now: datetime | None, record: Record
     """Step one call under its locks, at :func:`call_moment`. ``annotate(call, side, moment)`` may
     record non-rule facts on the locked row (milestone times, client costs) and returns the names
     of the fields it set."""
-    with _atomic(), rows.pipelined():
+    with _atomic(), rows.pipelined(commit=True):
         profiles, call = lock_participants_and_call(call_id)
         if check_user is not None and check_user not in profiles:
             raise ServiceError("forbidden", "you are not a participant of this call")
@@ -634,7 +634,7 @@ def call_renew_media(*, call_id: str, now: datetime | None = None) -> bool:
     now = now or timezone.now()
     if not media.agora_enabled():
         return False
-    with _atomic(), rows.pipelined():
+    with _atomic(), rows.pipelined(commit=True):
         profiles, call = lock_participants_and_call(call_id)
         if call.phase not in LIVE_PHASES:
             return False
@@ -801,7 +801,8 @@ def client_frame_once(*, user, frame_id: str, handle,
     try:
         try:
             _frame_scope.active = True
-            with transaction.atomic(), rows.pipelined(), collected_events(user.pk) as made:
+            with (transaction.atomic(), rows.pipelined(commit=True),
+                  collected_events(user.pk) as made):
                 reply = reply_ok(frame_id, handle())
                 store_reply(reply)
             if events_out is not None:

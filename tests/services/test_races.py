@@ -552,14 +552,14 @@ def sent_statements(monkeypatch):
 
 
 def _writes(sent: list[str]) -> list[str]:
-    return [sql for sql in sent if not sql.lstrip().upper().startswith("SELECT")]
+    return [sql for sql in sent if not sql.lstrip().upper().startswith(("SELECT", "COMMIT"))]
 
 
 @combined_writes
 def test_a_transitions_writes_go_to_postgresql_as_one_statement(alice, bob, sent_statements):
     """The call's guarded UPDATE, its timeline, the caller's event and the profiles' seqs: one
-    statement, its parts joined with WITH, the guarded UPDATE last (its row count is the
-    guard's)."""
+    statement, its parts joined with WITH, the guarded UPDATE last, its row count checked by
+    PostgreSQL (duet_guard) because the COMMIT follows in the same round trip."""
     online(bob, "b1")
     call = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
                                call_type="video").call
@@ -572,7 +572,8 @@ def test_a_transitions_writes_go_to_postgresql_as_one_statement(alice, bob, sent
     for table in ("calls_callevent", "calls_userevent"):
         assert f"INSERT INTO {connection.ops.quote_name(table)}" in statement
     assert f"UPDATE {connection.ops.quote_name('calls_profile')}" in statement
-    assert f") UPDATE {connection.ops.quote_name('calls_callsession')} SET" in statement
+    assert f"UPDATE {connection.ops.quote_name('calls_callsession')} SET" in statement
+    assert " RETURNING 1) SELECT duet_guard(count(*), $" in statement
     call.refresh_from_db()
     assert call.delivered_at is not None and call.version == 1
     assert UserEvent.objects.filter(user=alice, frame__event="remoteUserRecvCall").count() == 1
@@ -593,3 +594,30 @@ def test_a_dials_writes_go_to_postgresql_as_one_statement(alice, bob, sent_state
     assert CallEvent.objects.filter(call=stored, kind="dial").count() == 1
     assert Profile.objects.get(user=bob).active_call_id == stored.pk
     assert UserEvent.objects.filter(user=bob, call_id=call.call_id).exists()
+
+
+@combined_writes
+def test_a_call_transaction_commits_in_the_round_trip_of_its_writes(alice, bob, sent_statements,
+                                                                    monkeypatch):
+    """The COMMIT goes behind the joined writes, in the same pipeline: Django's own commit then
+    finds the transaction over, with nothing left to send (one round trip less)."""
+    import psycopg
+    from psycopg import pq
+
+    online(bob, "b1")
+    call = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
+                               call_type="video").call
+    statuses = []
+    commit = psycopg.Connection.commit
+
+    def noted(self):
+        statuses.append(self.pgconn.transaction_status)
+        return commit(self)
+    monkeypatch.setattr(psycopg.Connection, "commit", noted)
+    sent_statements.clear()
+    services.call_mark_delivered(call_id=call.call_id, device_id="b1")
+    assert sent_statements[-1] == "COMMIT"
+    assert "SELECT duet_guard(count(*)" in sent_statements[-2]
+    assert statuses == [pq.TransactionStatus.IDLE]
+    call.refresh_from_db()
+    assert call.delivered_at is not None

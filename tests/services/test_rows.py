@@ -384,3 +384,52 @@ def test_joined_writes_number_their_parameters_unless_the_text_holds_another_per
     sql, numbered = rows._combined_sql(("INSERT INTO a (x) VALUES (%s)",
                                         "UPDATE b SET y = '100%%' WHERE id = %s"))
     assert not numbered and sql.endswith("'100%%' WHERE id = %s")
+
+
+# A block that ends its transaction (pipelined(commit=True)) sends the COMMIT with its writes on
+# PostgreSQL; elsewhere Django commits as before. Either way these hold.
+
+
+class OtherMissed(Missed):
+    """A second guard's miss, told apart from the first's."""
+
+    @classmethod
+    def throw(cls):
+        raise cls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_guard_that_misses_keeps_a_committing_block_from_committing(alice, bob):
+    call = make_call(alice, bob)
+    call.phase = "accepted"
+    with pytest.raises(Missed), transaction.atomic(), rows.pipelined(commit=True):
+        insert(CallEvent, ("call", "at", "actor", "device_id", "kind", "payload"), [
+            CallEvent(call=call, at=timezone.now(), actor_id=alice.pk, device_id="p",
+                      kind="accept", payload={})])
+        rows.update(call, ("phase",), guard="version", guard_value=7, on_miss=_raise_missed)
+    assert CallSession.objects.get(pk=call.pk).phase == "ringing"
+    assert not CallEvent.objects.filter(call=call).exists()
+    # the connection goes on
+    with transaction.atomic(), rows.pipelined(commit=True):
+        rows.update(call, ("phase",), guard="version", guard_value=0, on_miss=_raise_missed)
+    assert CallSession.objects.get(pk=call.pk).phase == "accepted"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_guard_that_missed_is_the_one_that_answers(alice, bob):
+    first, second = make_call(alice, bob), make_call(alice, bob, call_id="e" * 32)
+    first.phase = second.phase = "accepted"
+    with pytest.raises(OtherMissed), transaction.atomic(), rows.pipelined(commit=True):
+        rows.update(first, ("phase",), guard="version", guard_value=0, on_miss=_raise_missed)
+        rows.update(second, ("phase",), guard="version", guard_value=5, on_miss=OtherMissed.throw)
+    assert set(CallSession.objects.values_list("phase", flat=True)) == {"ringing"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committing_block_inside_another_atomic_leaves_the_commit_to_it(alice):
+    names = ("user", "frame_id", "reply", "created_at")
+    with pytest.raises(Missed), transaction.atomic():
+        with transaction.atomic(), rows.pipelined(commit=True):
+            rows.insert_values(ClientFrame, names, [(alice.pk, "inner", {}, timezone.now())])
+        raise Missed  # the outer block rolls back: the inner one's write with it
+    assert not ClientFrame.objects.filter(user=alice).exists()
