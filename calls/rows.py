@@ -119,7 +119,10 @@ def pipelined(*, commit: bool = False):
         _pipeline.guards = guards
     try:
         with db.wrap_database_errors:
-            with db.connection.pipeline():
+            with db.connection.pipeline() as pipeline:
+                if combining:
+                    _send_when_awaited(pipeline)
+                    _begin_sent_with_the_first_statement(db.connection, pipeline)
                 yield
                 flush_writes()
                 if committing and not db.needs_rollback:
@@ -137,6 +140,54 @@ def pipelined(*, commit: bool = False):
             db.before_cursor = None
     for check in checks:
         check()
+
+
+def _send_when_awaited(pipeline) -> None:
+    """Make psycopg's ``pipeline`` write the statements executed in it to the socket only when
+    an answer is awaited (a fetch, a sync, the pipeline's end), all of them in one write, instead
+    of one write per statement (docs/benchmarks.md: each write wakes PostgreSQL's backend, which
+    runs that one statement and sleeps again).
+
+    psycopg queues each statement's message (``command_queue``) and its answer's handler
+    (``result_queue``) and then writes the message at once (``_communicate_gen``). Here executing
+    a statement only puts its message into libpq's output buffer, and every wait for answers
+    (``_fetch_gen``: fetches, syncs and the pipeline's end all go through it) first writes the
+    whole buffer, its flush request included, then reads the answers as psycopg does. psycopg's
+    internals, set on this pipeline only; the version is pinned in requirements.txt and
+    tests/services/test_races.py counts the writes."""
+    from psycopg.generators import send
+
+    fetch, queue, pgconn = pipeline._fetch_gen, pipeline.command_queue, pipeline.pgconn
+
+    def buffer():
+        while queue:
+            queue.popleft()()
+        return
+        yield  # a generator, as the method it stands for
+
+    def written_then_fetched(*, flush: bool):
+        yield from buffer()
+        if flush and pipeline.result_queue:
+            pgconn.send_flush_request()
+        yield from send(pgconn)
+        return (yield from fetch(flush=False))
+    pipeline._communicate_gen, pipeline._fetch_gen = buffer, written_then_fetched
+
+
+def _begin_sent_with_the_first_statement(raw, pipeline) -> None:
+    """Put the transaction's BEGIN in ``pipeline`` (see :func:`_send_when_awaited`) ahead of the
+    block's first statement. psycopg begins a transaction lazily, at its first statement, and in
+    pipeline mode sends the BEGIN with a sync of its own: a round trip of its own before the
+    locks. Queued here with that sync, it goes out with them: until their answers come back the
+    connection counts as busy, and after them (the sync's answer) as in a transaction, so
+    psycopg never begins again."""
+    from psycopg import pq
+
+    if raw.autocommit or raw.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return
+    raw.wait(raw._exec_command(raw._get_tx_start_command()))
+    pipeline._enqueue_sync()  # its answer says "in a transaction" once the locks are answered
+    raw.wait(pipeline._communicate_gen())  # into libpq's buffer (nothing written yet)
 
 
 def _missed_guard(error: Exception, guards: list):

@@ -478,8 +478,9 @@ def test_a_transition_locks_the_call_only_once_its_participants_profiles_are_gra
 @pipeline_mode
 def test_a_transition_waits_once_for_its_locks_before_it_writes(alice, bob, monkeypatch):
     """The profiles' lock, their sockets' read and the call's lock come back in one round trip:
-    in psycopg's pipeline a transition waits for answers twice, once for its locks and once at
-    its block's end (the sync that answers its writes), where it waited three times before."""
+    a transition waits for answers twice, once for its locks (its BEGIN with them) and once at
+    its block's end (its writes and COMMIT). Without DATABASE_COMBINE_WRITES psycopg's BEGIN
+    waits on its own first: three (and Django's COMMIT a fourth, outside the pipeline)."""
     from psycopg._pipeline_base import BasePipeline
 
     online(bob, "b1")
@@ -489,12 +490,12 @@ def test_a_transition_waits_once_for_its_locks_before_it_writes(alice, bob, monk
     fetch = BasePipeline._fetch_gen
 
     def counted(self, *, flush):
-        if flush:  # a flush request: the answers so far are wanted now
+        if self.result_queue:  # answers outstanding: the thread waits for them now
             waits.append(flush)
         return fetch(self, flush=flush)
     monkeypatch.setattr(BasePipeline, "_fetch_gen", counted)
     services.call_mark_delivered(call_id=call.call_id, device_id="b1")
-    assert len(waits) == 2
+    assert len(waits) == (2 if settings.DATABASE_COMBINE_WRITES else 3)
     call.refresh_from_db()
     assert call.delivered_at is not None
 
@@ -504,7 +505,8 @@ def test_a_dial_waits_once_for_its_locks_and_its_new_calls_key_before_it_writes(
                                                                                  monkeypatch):
     """The callee's online check, the profiles' lock, their sockets and the new call's key
     (nextval) come back in one round trip; the call's INSERT then waits for nothing: two waits
-    for answers in all (the locks, the block's end), where there were three."""
+    for answers in all (the BEGIN with the locks, the writes with the COMMIT); three without
+    DATABASE_COMBINE_WRITES (psycopg's BEGIN on its own)."""
     from psycopg._pipeline_base import BasePipeline
 
     online(bob, "b1")
@@ -512,13 +514,13 @@ def test_a_dial_waits_once_for_its_locks_and_its_new_calls_key_before_it_writes(
     fetch = BasePipeline._fetch_gen
 
     def counted(self, *, flush):
-        if flush:
+        if self.result_queue:
             waits.append(flush)
         return fetch(self, flush=flush)
     monkeypatch.setattr(BasePipeline, "_fetch_gen", counted)
     first = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
                                 call_type="video").call
-    assert len(waits) == 2
+    assert len(waits) == (2 if settings.DATABASE_COMBINE_WRITES else 3)
     # the key taken is the stored call's, and the next dial takes the next one
     stored = CallSession.objects.get(call_id=first.call_id)
     assert stored.pk == first.pk and stored.phase == "ringing"
@@ -619,5 +621,35 @@ def test_a_call_transaction_commits_in_the_round_trip_of_its_writes(alice, bob, 
     assert sent_statements[-1] == "COMMIT"
     assert "SELECT duet_guard(count(*)" in sent_statements[-2]
     assert statuses == [pq.TransactionStatus.IDLE]
+    call.refresh_from_db()
+    assert call.delivered_at is not None
+
+
+@combined_writes
+def test_a_transaction_writes_to_postgresql_once_per_wait(alice, bob, monkeypatch):
+    """Statements are written to the socket when their answers are awaited, all together: a
+    transition writes twice (BEGIN with its locks and reads; its writes with the COMMIT), where
+    psycopg wrote once per statement, waking PostgreSQL's backend each time."""
+    import psycopg.generators
+    from psycopg._pipeline_base import BasePipeline
+
+    online(bob, "b1")
+    call = services.call_start(caller=alice, device_id="a1", callee_id=bob.pk,
+                               call_type="video").call
+    writes, per_statement = [], []
+    send = psycopg.generators.send
+    communicate = BasePipeline._communicate_gen
+
+    def counted_send(pgconn):
+        writes.append(pgconn)
+        return send(pgconn)
+
+    def counted_communicate(self):
+        per_statement.append(self)
+        return communicate(self)
+    monkeypatch.setattr(psycopg.generators, "send", counted_send)
+    monkeypatch.setattr(BasePipeline, "_communicate_gen", counted_communicate)
+    services.call_mark_delivered(call_id=call.call_id, device_id="b1")
+    assert len(writes) == 2 and per_statement == []
     call.refresh_from_db()
     assert call.delivered_at is not None
