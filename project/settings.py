@@ -168,9 +168,10 @@ if DATABASES["default"]["ENGINE"] == "project.postgresql":
 DATABASE_PIPELINE = env_bool("DATABASE_PIPELINE", True)
 # PostgreSQL, with the pipeline: a call transaction's writes (to the call, its timeline, the
 # events, the profiles, the reply) go as one statement, their parts joined with WITH, instead of
-# one statement each, and its COMMIT goes behind them in the same round trip: one send and one
-# wake-up of PostgreSQL instead of five, and one wait less (calls/rows.py, `flush_writes` and
-# `pipelined(commit=True)`; docs/benchmarks.md).
+# one statement each, and its COMMIT goes behind them in the same round trip; its BEGIN goes with
+# its first statements, and statements are written to the socket only when an answer is awaited:
+# two round trips and two writes per transaction (calls/rows.py, `flush_writes`,
+# `pipelined(commit=True)`, `_send_when_awaited`; docs/benchmarks.md).
 DATABASE_COMBINE_WRITES = env_bool("DATABASE_COMBINE_WRITES", True)
 if os.environ.get("DUET_TEST_DB_NAME"):
     # Tests name their own database so that parallel runs never share one (for SQLite: a file,
