@@ -73,21 +73,20 @@ def cursor_cost(rounds: int, writes: int = 6) -> None:
                 cursor.close()
         conn.commit()
 
-    def one_shared_cursor():
-        with conn.pipeline():
-            cursor = conn.cursor()
-            for _ in range(writes):
-                cursor.execute(sql, row)
-            cursor.close()
-        conn.commit()
+    def one_cursor(name: str, make, text: str):
+        """A probe writing every row through one cursor that ``make(conn)`` opens."""
+        def probe():
+            with conn.pipeline():
+                cursor = make(conn)
+                for _ in range(writes):
+                    cursor.execute(text, row)
+                cursor.close()
+            conn.commit()
+        probe.__name__ = name
+        return probe
 
-    def raw_cursor():
-        with conn.pipeline():
-            cursor = psycopg.RawCursor(conn)
-            for _ in range(writes):
-                cursor.execute(raw_sql, row)
-            cursor.close()
-        conn.commit()
+    one_shared_cursor = one_cursor("one_shared_cursor", psycopg.Connection.cursor, sql)
+    raw_cursor = one_cursor("raw_cursor", psycopg.RawCursor, raw_sql)
 
     def commit_only():
         with conn.pipeline():

@@ -377,8 +377,7 @@ def insert_values(model: type[models.Model], names: tuple[str, ...], rows) -> No
         params += _prepared(db, model, names, row)
     sql = _insert_sql(model, names, len(rows), db.vendor)
     if not _held(model._meta.db_table, "insert", sql, params):
-        with cursor(db) as statement:
-            statement.execute(sql, params)
+        _write(db, sql, params)
 
 
 @lru_cache(maxsize=None)
@@ -408,7 +407,7 @@ def create(instance: models.Model) -> None:
     params = _prepared(db, model, names, _values(instance, names))
     if keyed:
         if not _held(model._meta.db_table, "insert", sql, params):
-            execute(sql, params)
+            _write(db, sql, params)
     else:
         flush_writes()  # its key is read back: a read
         with cursor(db) as statement:
@@ -504,8 +503,7 @@ def execute(sql: str, params, *, updates: str | None = None) -> None:
         flush_writes()
     elif _held(updates, "update", sql, params):
         return
-    with cursor(database()) as statement:
-        statement.execute(sql, params)
+    _write(database(), sql, params)
 
 
 # ---- locked reads ---------------------------------------------------------------------------
