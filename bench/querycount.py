@@ -35,6 +35,8 @@ def main() -> None:
                         help="users with profiles in the tables (the cycle uses two of them)")
     parser.add_argument("--alternate", metavar="SETTING",
                         help="A/B in one process: a boolean setting (e.g. DATABASE_COMBINE_WRITES) "
+                             "or queued-sync (calls.rows' PQsendPipelineSync against psycopg's "
+                             "flushing sync) "
                              "off and on in turns, --block cycles at a time, so that the machine's "
                              "changes of speed fall on both sides; prints each side's costs")
     parser.add_argument("--block", type=int, default=50, help="cycles per turn of --alternate")
@@ -162,6 +164,19 @@ def main() -> None:
             print(f"      {sql}")
 
 
+def _queued_sync(side: bool) -> None:
+    """on: the pipeline's syncs queued behind the statements (libpq's PQsendPipelineSync, as
+    calls.rows does); off: psycopg's own sync, which writes the buffer out at once."""
+    from calls import rows
+
+    found = rows.__dict__.setdefault("_bench_send_pipeline_sync", rows._libpq_send_pipeline_sync)
+    rows._libpq_send_pipeline_sync = found if side else (lambda: None)
+
+
+# --alternate's switches that are not settings: name -> switch(side)
+SWITCHES = {"queued-sync": _queued_sync}
+
+
 def alternate(args, one_cycle, seconds, postmaster) -> None:
     """Run ``args.cycles`` cycles with ``args.alternate`` off and on in turns of ``args.block``."""
     from django.conf import settings
@@ -169,12 +184,16 @@ def alternate(args, one_cycle, seconds, postmaster) -> None:
     from bench import procstat
 
     name = args.alternate
-    if not isinstance(getattr(settings, name, None), bool):
-        raise SystemExit(f"--alternate needs a boolean setting; {name} is not one")
+    switch = SWITCHES.get(name)
+    if switch is None:
+        if not isinstance(getattr(settings, name, None), bool):
+            raise SystemExit(f"--alternate needs a boolean setting or one of {sorted(SWITCHES)}; "
+                             f"{name} is neither")
+        switch = lambda side: setattr(settings, name, side)  # noqa: E731
     totals = {False: [0.0, 0.0, 0.0, 0], True: [0.0, 0.0, 0.0, 0]}  # thread, Python, PG, cycles
     for turn in range(0, args.cycles, args.block):
         side = (turn // args.block) % 2 == 1
-        setattr(settings, name, side)
+        switch(side)
         cycles = min(args.block, args.cycles - turn)
         thread_before, cpu_before = sum(seconds.values()), time.process_time()
         postgres_before = procstat.postgres_cpu_seconds(postmaster) if postmaster else 0.0

@@ -155,9 +155,25 @@ def _send_when_awaited(pipeline) -> None:
     whole buffer, its flush request included, then reads the answers as psycopg does. psycopg's
     internals, set on this pipeline only; the version is pinned in requirements.txt and
     tests/services/test_races.py counts the writes."""
+    from psycopg import OperationalError
     from psycopg.generators import send
 
     fetch, queue, pgconn = pipeline._fetch_gen, pipeline.command_queue, pipeline.pgconn
+    send_sync = _libpq_send_pipeline_sync()
+    if send_sync is not None:
+        # psycopg queues libpq's PQpipelineSync, which writes the buffer to the socket at once:
+        # a BEGIN with its sync went out alone, and a block's last write went out ahead of the
+        # flush request that the wait then sent after it, each a wake-up of PostgreSQL's backend
+        # for nothing. PQsendPipelineSync (libpq 17) only queues the sync.
+        def sync_queued():
+            if send_sync(pgconn.pgconn_ptr) != 1:
+                raise OperationalError(
+                    f"failed to sync pipeline: {pgconn.get_error_message()}")
+
+        def enqueue_sync():
+            queue.append(sync_queued)
+            pipeline.result_queue.append(None)
+        pipeline._enqueue_sync = enqueue_sync
 
     def buffer():
         while queue:
@@ -172,6 +188,36 @@ def _send_when_awaited(pipeline) -> None:
         yield from send(pgconn)
         return (yield from fetch(flush=False))
     pipeline._communicate_gen, pipeline._fetch_gen = buffer, written_then_fetched
+
+
+@lru_cache(maxsize=None)
+def _libpq_send_pipeline_sync():
+    """libpq's ``PQsendPipelineSync`` (libpq 17 and later) from the very libpq psycopg runs on,
+    through ctypes, or None where that is not known for sure (an older libpq, no
+    ``/proc/self/maps``, several libpq loaded): the sync then flushes as psycopg's does.
+    psycopg has no call of its own for it (3.3)."""
+    import ctypes
+
+    from psycopg import pq
+
+    if pq.version() < 170000:
+        return None
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            paths = {line.split(None, 5)[5].strip() for line in maps if line.count(" ") >= 5
+                     and line.rstrip().rsplit("/", 1)[-1].startswith("libpq")}
+    except OSError:
+        return None
+    if pq.__impl__ == "binary":  # psycopg[binary] links the libpq its wheel carries
+        paths = {path for path in paths if "psycopg_binary" in path}
+    if len(paths) != 1:
+        return None
+    try:
+        function = ctypes.CDLL(paths.pop()).PQsendPipelineSync
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = [ctypes.c_void_p], ctypes.c_int
+    return function
 
 
 def _begin_sent_with_the_first_statement(raw, pipeline) -> None:
