@@ -227,6 +227,9 @@ async def main(job: dict) -> dict:
         window.start()
 
     opener = asyncio.create_task(open_window())
+    switch = job.get("switch")
+    sampler = pace.PhaseSampler(window, switch["period_s"]) if switch else None
+    sampling = asyncio.create_task(sampler.run()) if sampler else None
     started, skipped = await pace.paced(job["rate"], until, max_cycles, load.start_cycle)
     if not load.window_open:  # a --cycles run that ended before the warm-up did
         opener.cancel()
@@ -238,6 +241,8 @@ async def main(job: dict) -> dict:
             await asyncio.wait(set(load.in_flight), timeout=DRAIN_S)
     load.window_closed = True
     window.stop()
+    if sampling is not None:
+        sampling.cancel()
     drain_deadline = time.monotonic() + DRAIN_S
     while load.in_flight and time.monotonic() < drain_deadline:
         await asyncio.wait(set(load.in_flight), timeout=drain_deadline - time.monotonic())
@@ -284,6 +289,9 @@ async def main(job: dict) -> dict:
     }
     if job.get("series"):
         result["invite_series"] = load.timings.invite_series
+    if sampler is not None:
+        result["switch"] = {**switch, "phases": sampler.report(load.timings.invite_series,
+                                                                summarize_ms)}
     # the rate of frames that carried events to the clients: what the relay is run at (one per
     # event, or fewer with event_batches)
     result["event_frames_per_s"] = (

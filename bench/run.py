@@ -89,6 +89,10 @@ def server_env(args) -> dict:
     for item in args.env or []:
         name, _, value = item.partition("=")
         env[name] = value
+    if getattr(args, "switch", None):
+        env["DUET_BENCH_SWITCH"] = f"{args.switch}:{args.switch_period}"
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT / "bench" / "switch")] + [p for p in [env.get("PYTHONPATH")] if p])
     return env
 
 
@@ -346,6 +350,8 @@ def run_once(args, command_line: str) -> dict:
                        cycles=args.cycles, timeout_ms=args.timeout_ms,
                        callee_frame=args.callee_frame,
                        event_batches=args.event_batches == "on", series=args.series)
+            if args.switch:
+                job["switch"] = {"setting": args.switch, "period_s": args.switch_period}
             if args.placement == "together":  # pair i on node i mod n, both of its users
                 job["pair_urls"] = [(urls[i % len(urls)],) * 2 for i in range(args.pairs)]
         elif args.scenario == "relay":
@@ -423,7 +429,7 @@ def headline(result: dict) -> str:
                 f"{inv['p50']}/{inv['p95']}/{inv['p99']} ms; setup p50/p99 {setup['p50']}/"
                 f"{setup['p99']} ms; server CPU {result['server_cpu_ms_per_cycle']} ms/cycle, "
                 f"total {result['total_cpu_ms_per_cycle']} ms/cycle; peak RSS "
-                f"{result['peak_rss_kib']}")
+                f"{result['peak_rss_kib']}" + _switch_headline(result.get("switch")))
     if result["scenario"] == "relay":
         frame = result["latency_ms"]["frame"]
         return (f"frames/s {result['frames_per_s']} (target {result['target_rate']}), lost "
@@ -432,6 +438,19 @@ def headline(result: dict) -> str:
     points = ", ".join(f"{p['connected']}: {p['kib_per_connection']} KiB" for p in result["checkpoints"])
     return (f"idle per connection {points}; open after hold {result['still_open_after_hold']}; "
             f"probe {result['probe_cycle_after_hold']}")
+
+
+def _switch_headline(switch: dict | None) -> str:
+    if not switch:
+        return ""
+    parts = []
+    for side, phase in switch["phases"].items():
+        inv = phase["invite"]
+        parts.append(f"{switch['setting']}={side} ({phase['seconds']} s, {inv['count']} invites): "
+                     f"invite p50/p95/p99 {inv['p50']}/{inv['p95']}/{inv['p99']} ms, server CPU "
+                     f"{phase['server_cpu_ms_per_cycle']} ms/cycle, total "
+                     f"{phase['total_cpu_ms_per_cycle']} ms/cycle")
+    return "\n    " + "\n    ".join(parts)
 
 
 def attach_floor(cycle: dict, relay: dict) -> None:
@@ -498,6 +517,12 @@ def parse(argv: list[str]):
     parser.add_argument("--series", action="store_true",
                         help="cycle: keep every measured invite as (send time on the epoch "
                              "clock, latency ms) in the result, to see when the slow ones came")
+    parser.add_argument("--switch", metavar="SETTING",
+                        help="cycle: an A/B inside one run: the servers set this boolean setting "
+                             "off and on in turns of --switch-period seconds "
+                             "(bench/switch/sitecustomize.py), and the result gives each side's "
+                             "invites and CPU per cycle (result['switch']); implies --series")
+    parser.add_argument("--switch-period", type=float, default=2.0, metavar="SECONDS")
     parser.add_argument("--placement", choices=["split", "together"], default="split",
                         help="cycle, 2 nodes: split puts every caller on node 1 and every callee "
                              "on node 2 (every earlier result); together puts both users of a "
@@ -534,6 +559,10 @@ def parse(argv: list[str]):
         parser.error("the in-memory layer cannot join two processes: use --nodes 1")
     if args.watch is None:
         args.watch = "none" if args.scenario == "idle" else "peer"
+    if args.switch:
+        if args.scenario != "cycle":
+            parser.error("--switch is for the cycle scenario")
+        args.series = True
     return args
 
 
